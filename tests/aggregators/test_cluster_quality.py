@@ -6,7 +6,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.aggregators.testing import BAD_VALUE_TYPE_IDS, BAD_VALUE_TYPES, MEASUREMENT, CountingMeanFactory, CountingSumFactory
-from tff_orchestra.aggregators import ClusterQualityWeighting, SecureFixedPointSum, count_sketch
+from tff_orchestra.aggregators import ClusterQualityWeighting, SecureFixedPointSum, signed_fold_sketch
 
 DIM = 40
 VECTOR = tff.TensorType(np.float32, [DIM])
@@ -125,7 +125,7 @@ def test_one_cluster_is_consensus_weighting():
   process = ClusterQualityWeighting(1, quality_floor=floor, sketch_dim=sketch_dim, seed=seed).create(VECTOR, WEIGHT)
   majority, outlier = _majority_and_outlier(seed=2)
   first = process.next(process.initialize(), majority, [1.0] * 9)
-  unit_sketches = [tf.math.l2_normalize(count_sketch(v, sketch_dim, seed)).numpy() for v in majority]
+  unit_sketches = [tf.math.l2_normalize(signed_fold_sketch(v, sketch_dim, seed)).numpy() for v in majority]
   consensus = np.sum(unit_sketches, axis=0)
   consensus /= np.linalg.norm(consensus)
   np.testing.assert_allclose(first.state['prototypes'][0], consensus, atol=1e-5)
@@ -186,15 +186,38 @@ def test_secure_configuration_has_no_unsecure_aggregation():
     tff.test.assert_not_contains_unsecure_aggregation(reporting.next)
 
 
-def test_count_sketch_is_linear_and_preserves_angles():
+def test_signed_fold_sketch_is_linear_and_preserves_angles():
   rng = np.random.default_rng(0)
   x = rng.normal(size=20000).astype(np.float32)
   y = (0.6 * x + 0.8 * rng.normal(size=20000)).astype(np.float32)
-  sx, sy = (count_sketch(v, 1024, 0).numpy() for v in (x, y))
-  np.testing.assert_allclose(count_sketch(2 * x - y, 1024, 0).numpy(), 2 * sx - sy, rtol=1e-4, atol=1e-3)
+  sx, sy = (signed_fold_sketch(v, 1024, 0).numpy() for v in (x, y))
+  np.testing.assert_allclose(signed_fold_sketch(2 * x - y, 1024, 0).numpy(), 2 * sx - sy, rtol=1e-4, atol=1e-3)
   true_cos = x @ y / np.linalg.norm(x) / np.linalg.norm(y)
   sketch_cos = sx @ sy / np.linalg.norm(sx) / np.linalg.norm(sy)
   assert sketch_cos == pytest.approx(true_cos, abs=0.1)
+
+
+def test_signed_fold_sketch_inner_products_are_unbiased_over_seeds():
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=1000).astype(np.float32)
+  y = (0.6 * x + 0.8 * rng.normal(size=1000)).astype(np.float32)
+  products = [
+      signed_fold_sketch(x, 16, seed).numpy() @ signed_fold_sketch(y, 16, seed).numpy() for seed in range(300)
+  ]
+  scale = np.linalg.norm(x) * np.linalg.norm(y)
+  assert np.mean(products) / scale == pytest.approx(x @ y / scale, abs=0.06)
+
+
+def test_signed_fold_sketch_of_a_structure_sums_its_leaves_sketches():
+  rng = np.random.default_rng(2)
+  kernel, bias = rng.normal(size=(30, 7)).astype(np.float32), rng.normal(size=5).astype(np.float32)
+  whole = signed_fold_sketch([kernel, bias], 8, 3).numpy()
+  assert whole.shape == (8,)
+  signs = [np.random.default_rng([3, leaf]).integers(0, 2, size=n) * 2.0 - 1.0 for leaf, n in enumerate((210, 5))]
+  expected = np.zeros(8)
+  for flat, sign in zip((kernel.ravel(), bias), signs):
+    np.add.at(expected, np.arange(flat.size) % 8, flat * sign)
+  np.testing.assert_allclose(whole, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(

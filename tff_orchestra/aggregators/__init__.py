@@ -11,7 +11,7 @@
 
 from tff_orchestra.aggregators.chain import chain
 from tff_orchestra.aggregators.cluster_quality import ClusterQualityWeighting
-from tff_orchestra.aggregators.cluster_quality import count_sketch
+from tff_orchestra.aggregators.cluster_quality import signed_fold_sketch
 from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip
 from tff_orchestra.aggregators.gaussian_noise import GaussianNoise
 from tff_orchestra.aggregators.secure_fixed_point import SecureFixedPointSum
@@ -22,5 +22,5 @@ __all__ = [
     'GaussianNoise',
     'SecureFixedPointSum',
     'chain',
-    'count_sketch',
+    'signed_fold_sketch',
 ]
