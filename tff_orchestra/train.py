@@ -386,7 +386,7 @@ def run(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> 
       datasets = [
           orchestra.prepare_client_dataset(
               split.client_data.create_tf_dataset_for_client(cid).shuffle(
-                  4096, seed=config.seed * 100_003 + round_num, reshuffle_each_iteration=True
+                  4096, seed=config.seed * 100_003 + round_num, reshuffle_each_iteration=False
               ),
               config.batch_size,
           )

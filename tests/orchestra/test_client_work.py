@@ -137,3 +137,44 @@ def test_cluster_loss_is_cross_entropy_against_target_assignments():
 def test_bad_config(kwargs, match):
   with pytest.raises(ValueError, match=match):
     cw.OrchestraConfig(**kwargs)
+
+
+def _client_args(initial_weights):
+  images = np.random.default_rng(4).uniform(size=(40, *SHAPE)).astype(np.float32)
+  centroids = tf.math.l2_normalize(tf.random.stateless_normal([8, 16], seed=[2, 2]), axis=1).numpy()
+  return initial_weights, images, centroids, np.array([0, 2], np.int64)
+
+
+def test_local_training_outside_tff_equals_the_client_computation(client_update, initial_weights):
+  """The benchmarks' plain-TF floor runs exactly the client's work."""
+  weights, images, centroids, round_seed = _client_args(initial_weights)
+  in_tff = client_update(weights, [images[:16], images[16:32], images[32:]], centroids, False, round_seed)
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=CONFIG.client_learning_rate, momentum=0.9)
+  local_training = cw.LocalTraining(CONFIG, small_cnn, SHAPE, optimizer)
+  dataset = tf.data.Dataset.from_tensor_slices(images).batch(16)
+  plain = local_training(
+      tf.nest.map_structure(tf.convert_to_tensor, weights), dataset, tf.constant(centroids), tf.constant(False),
+      tf.constant(round_seed),
+  )
+  for name in ('cluster_loss_sum', 'degeneracy_loss_sum', 'batches', 'examples'):
+    assert plain[2][name].numpy() == pytest.approx(in_tff[2][name], rel=1e-4), name
+  np.testing.assert_allclose(plain[1]['centroids'].numpy(), in_tff[1]['centroids'], atol=1e-4)
+  for ours, theirs in zip(tf.nest.flatten(plain[0].update), tf.nest.flatten(in_tff[0].update)):
+    np.testing.assert_allclose(ours.numpy(), theirs, atol=1e-5)
+
+
+def test_local_training_has_no_dataset_reduce():
+  """`for x in dataset` (dataset.reduce) re-instantiates the training step on every call."""
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.01)
+  local_training = cw.LocalTraining(CONFIG, small_cnn, SHAPE, optimizer)
+  specs = (
+      tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape, v.dtype), local_training.model_weights),
+      tf.data.DatasetSpec(tf.TensorSpec([None, *SHAPE], tf.float32)),
+      tf.TensorSpec([8, 16], tf.float32), tf.TensorSpec([], tf.bool), tf.TensorSpec([2], tf.int64),
+  )
+  graph = local_training.__call__.get_concrete_function(*specs).graph.as_graph_def()
+  ops = {node.op for node in graph.node}
+  for function in graph.library.function:
+    ops.update(node.op for node in function.node_def)
+  assert 'AnonymousIteratorV3' in ops or 'AnonymousIteratorV2' in ops
+  assert not any(op.startswith('ReduceDataset') for op in ops)

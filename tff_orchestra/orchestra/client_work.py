@@ -123,8 +123,8 @@ def ema_update(pairs, decay: float) -> None:
 def push_to_memory(bank: tf.Tensor, filled: tf.Tensor, projections: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
   """FIFO: the newest rows are the last ones; `filled` counts valid rows."""
   memory_size = tf.shape(bank)[0]
-  bank = tf.concat([bank, projections], axis=0)[-memory_size:]
-  return bank, tf.minimum(memory_size, filled + tf.shape(projections)[0])
+  newest = tf.ensure_shape(tf.concat([bank, projections], axis=0)[-memory_size:], bank.shape)
+  return newest, tf.minimum(memory_size, filled + tf.shape(projections)[0])
 
 
 def client_seed(round_seed: tf.Tensor, dataset: tf.data.Dataset) -> tf.Tensor:
@@ -133,9 +133,117 @@ def client_seed(round_seed: tf.Tensor, dataset: tf.data.Dataset) -> tf.Tensor:
   TFF clients carry no identity; the first batch tells clients apart, so
   clients differ, and a run repeats exactly for the same seed and data.
   """
-  total = dataset.take(1).reduce(tf.constant(0.0, tf.float64), lambda s, x: s + tf.reduce_sum(tf.cast(x, tf.float64)))
+  first = iter(dataset).get_next_as_optional()
+  total = tf.cond(
+      first.has_value(),
+      lambda: tf.reduce_sum(tf.cast(first.get_value(), tf.float64)),
+      lambda: tf.constant(0.0, tf.float64),
+  )
   data_part = tf.cast(tf.math.floormod(tf.math.round(total * 1000.0), 2.0**31 - 1), tf.int64)
   return tf.stack([round_seed[0] * 1_000_003 + round_seed[1], data_part])
+
+
+class LocalTraining:
+  """One client's round (steps 2-4 of the module docstring) in plain TensorFlow.
+
+  Builds the networks and the optimiser in the current graph or eager context:
+  `build_client_update` wraps it in a TFF computation, and benchmarks call it
+  directly (clients one after another) to time the same work without TFF.
+  Calling it returns `(ClientResult, local centroids, loss sums)`; each call
+  starts from the given `incoming` weights with a fresh optimiser state and an
+  empty memory bank. The update weight is the number of examples, or with
+  `uniform_weighting` 1 (0 for a client without data), as TFF's
+  `ClientWeighting.UNIFORM`.
+
+  Every loop over the dataset goes through an iterator (a `tf.while_loop`):
+  autograph turns `for x in dataset` into `dataset.reduce`, whose reduce
+  function (here the whole training step) TensorFlow instantiates anew each
+  time the op runs, about 0.4 s per client per round for the small CNN.
+  The client iterates its dataset several times (counting, seeding, each
+  epoch), so a dataset that reshuffles on each iteration makes the round
+  non-repeatable in TFF's runtime: shuffle it per round with a fixed seed.
+  """
+
+  def __init__(
+      self,
+      config: OrchestraConfig,
+      encoder_fn: EncoderFn,
+      input_shape: Sequence[int],
+      client_optimizer: tff.learning.optimizers.Optimizer,
+      uniform_weighting: bool = False,
+  ):
+    self.config = config
+    self.networks = OrchestraNetworks(encoder_fn, input_shape, config.projection_dim)
+    self.model_weights = self.networks.model_weights()
+    self._optimizer = client_optimizer
+    self._uniform_weighting = uniform_weighting
+    self._target_statistics = (
+        self.networks.target_backbone.non_trainable_variables + self.networks.target_projector.non_trainable_variables
+    )
+
+  @tf.function
+  def __call__(self, incoming, dataset, centroids, initialization_round, round_seed):
+    config, networks, model_weights = self.config, self.networks, self.model_weights
+    trainable = model_weights.trainable
+    views = dict(min_crop_area=config.min_crop_area, flip=config.flip)
+    optimizer_state = self._optimizer.initialize(
+        tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape, v.dtype), tuple(trainable))
+    )
+    tf.nest.map_structure(lambda v, t: v.assign(t), model_weights, incoming)
+    seed = client_seed(round_seed, dataset)
+    bank, filled = tf.zeros([config.memory_size, config.projection_dim]), tf.constant(0)
+    num_examples = tf.constant(0)
+    for images in iter(dataset):
+      num_examples += tf.shape(images)[0]
+
+    if initialization_round:
+      saved = [tf.identity(v) for v in self._target_statistics]
+      for step, images in iter(dataset.unbatch().take(config.memory_size).batch(config.memory_size).enumerate()):
+        view1, _, _, _ = augment.three_views(images, seed + [0, step], **views)
+        bank, filled = push_to_memory(bank, filled, networks.target_projection(view1))
+      for variable, value in zip(self._target_statistics, saved):
+        variable.assign(value)
+
+    cluster_sum, degeneracy_sum, batches = tf.constant(0.0), tf.constant(0.0), tf.constant(0)
+    epochs = tf.where(initialization_round, tf.constant(0, tf.int64), tf.constant(config.local_epochs, tf.int64))
+    for step, images in iter(dataset.repeat(epochs).enumerate()):
+      view1, view2, view3, rotations = augment.three_views(images, seed + [1, step], **views)
+      ema_update(networks.ema_pairs, config.ema_decay)
+      target_projection = networks.target_projection(view1)
+      with tf.GradientTape() as tape:
+        l_cluster = cluster_loss(networks.online_projection(view2), target_projection, centroids, config.temperature)
+        l_degeneracy = degeneracy_loss(networks.degeneracy_head(networks.online_projection(view3)), rotations)
+        loss = l_cluster + l_degeneracy
+      gradients = tape.gradient(loss, trainable)
+      gradients = [g + config.client_weight_decay * w for g, w in zip(gradients, trainable)]
+      optimizer_state, updated = self._optimizer.next(optimizer_state, tuple(trainable), tuple(gradients))
+      for variable, value in zip(trainable, updated):
+        variable.assign(value)
+      bank, filled = push_to_memory(bank, filled, target_projection)
+      cluster_sum += l_cluster
+      degeneracy_sum += l_degeneracy
+      batches += 1
+
+    valid_rows = bank[config.memory_size - filled:]
+    local_centroids = tf.cond(
+        filled > 0,
+        lambda: clustering.local_clustering(valid_rows, config.num_local_clusters, seed + [2, 0]),
+        lambda: tf.zeros([config.num_local_clusters, config.projection_dim]),
+    )
+    update = tf.nest.map_structure(lambda v, t: v - t, model_weights, incoming)
+    if self._uniform_weighting:
+      weight = tf.cast(num_examples > 0, tf.float32)
+    else:
+      weight = tf.cast(num_examples, tf.float32)
+    result = tff.learning.templates.ClientResult(update=update, update_weight=weight)
+    local = collections.OrderedDict(centroids=local_centroids, valid=tf.cast(filled > 0, tf.float32))
+    metrics = collections.OrderedDict(
+        cluster_loss_sum=cluster_sum,
+        degeneracy_loss_sum=degeneracy_sum,
+        batches=tf.cast(batches, tf.float32),
+        examples=tf.cast(num_examples, tf.float32),
+    )
+    return result, local, metrics
 
 
 def build_client_update(
@@ -146,84 +254,14 @@ def build_client_update(
     weights_type: tff.Type,
     uniform_weighting: bool = False,
 ) -> tff.Computation:
-  """The TF computation a client runs (see the module docstring).
-
-  Its update weight is its number of examples, or with `uniform_weighting`
-  1 (0 for a client without data), as TFF's `ClientWeighting.UNIFORM`.
-  """
+  """The TF computation a client runs: `LocalTraining` built inside TFF's graph."""
   dataset_type = tff.SequenceType(tff.TensorType(np.float32, [None, *input_shape]))
   centroids_type = tff.TensorType(np.float32, [config.num_global_clusters, config.projection_dim])
-  views = dict(min_crop_area=config.min_crop_area, flip=config.flip)
 
   @tff.tensorflow.computation(weights_type, dataset_type, centroids_type, np.bool_, tff.TensorType(np.int64, [2]))
   def client_update(incoming, dataset, centroids, initialization_round, round_seed):
-    networks = OrchestraNetworks(encoder_fn, input_shape, config.projection_dim)
-    model_weights = networks.model_weights()
-    trainable = model_weights.trainable
-    specs = tf.nest.map_structure(lambda v: tf.TensorSpec(v.shape, v.dtype), tuple(trainable))
-    optimizer_state = client_optimizer.initialize(specs)
-    bank_shape = [config.memory_size, config.projection_dim]
-    target_statistics = networks.target_backbone.non_trainable_variables + networks.target_projector.non_trainable_variables
-
-    @tf.function
-    def run(incoming, dataset, centroids, initialization_round, round_seed, optimizer_state):
-      tf.nest.map_structure(lambda v, t: v.assign(t), model_weights, incoming)
-      seed = client_seed(round_seed, dataset)
-      bank, filled = tf.zeros(bank_shape), tf.constant(0)
-      num_examples = tf.constant(0)
-      for images in dataset:
-        num_examples += tf.shape(images)[0]
-
-      if initialization_round:
-        saved = [tf.identity(v) for v in target_statistics]
-        for step, images in dataset.unbatch().take(config.memory_size).batch(config.memory_size).enumerate():
-          view1, _, _, _ = augment.three_views(images, seed + [0, step], **views)
-          bank, filled = push_to_memory(bank, filled, networks.target_projection(view1))
-        for variable, value in zip(target_statistics, saved):
-          variable.assign(value)
-
-      cluster_sum, degeneracy_sum, batches = tf.constant(0.0), tf.constant(0.0), tf.constant(0)
-      epochs = tf.where(initialization_round, tf.constant(0, tf.int64), tf.constant(config.local_epochs, tf.int64))
-      for step, images in dataset.repeat(epochs).enumerate():
-        view1, view2, view3, rotations = augment.three_views(images, seed + [1, step], **views)
-        ema_update(networks.ema_pairs, config.ema_decay)
-        target_projection = networks.target_projection(view1)
-        with tf.GradientTape() as tape:
-          l_cluster = cluster_loss(networks.online_projection(view2), target_projection, centroids, config.temperature)
-          l_degeneracy = degeneracy_loss(networks.degeneracy_head(networks.online_projection(view3)), rotations)
-          loss = l_cluster + l_degeneracy
-        gradients = tape.gradient(loss, trainable)
-        gradients = [g + config.client_weight_decay * w for g, w in zip(gradients, trainable)]
-        optimizer_state, updated = client_optimizer.next(optimizer_state, tuple(trainable), tuple(gradients))
-        for variable, value in zip(trainable, updated):
-          variable.assign(value)
-        bank, filled = push_to_memory(bank, filled, target_projection)
-        cluster_sum += l_cluster
-        degeneracy_sum += l_degeneracy
-        batches += 1
-
-      valid_rows = bank[config.memory_size - filled:]
-      local_centroids = tf.cond(
-          filled > 0,
-          lambda: clustering.local_clustering(valid_rows, config.num_local_clusters, seed + [2, 0]),
-          lambda: tf.zeros([config.num_local_clusters, config.projection_dim]),
-      )
-      update = tf.nest.map_structure(lambda v, t: v - t, model_weights, incoming)
-      if uniform_weighting:
-        weight = tf.cast(num_examples > 0, tf.float32)
-      else:
-        weight = tf.cast(num_examples, tf.float32)
-      result = tff.learning.templates.ClientResult(update=update, update_weight=weight)
-      local = collections.OrderedDict(centroids=local_centroids, valid=tf.cast(filled > 0, tf.float32))
-      metrics = collections.OrderedDict(
-          cluster_loss_sum=cluster_sum,
-          degeneracy_loss_sum=degeneracy_sum,
-          batches=tf.cast(batches, tf.float32),
-          examples=tf.cast(num_examples, tf.float32),
-      )
-      return result, local, metrics
-
-    return run(incoming, dataset, centroids, initialization_round, round_seed, optimizer_state)
+    local_training = LocalTraining(config, encoder_fn, input_shape, client_optimizer, uniform_weighting)
+    return local_training(incoming, dataset, centroids, initialization_round, round_seed)
 
   return client_update
 

@@ -127,7 +127,9 @@ def build_orchestra_process(
   Returns:
     A `tff.learning.templates.LearningProcess`. Its `next(state, datasets)`
     takes one dataset of batched float32 images `[batch, *input_shape]` per
-    client (`prepare_client_dataset` makes one).
+    client (`prepare_client_dataset` makes one). Shuffle a client's dataset
+    per round with a seed and `reshuffle_each_iteration=False`: the client
+    iterates it several times, and reshuffling makes rounds non-repeatable.
   """
   input_shape = tuple(int(d) for d in input_shape)
   if len(input_shape) != 3 or input_shape[0] != input_shape[1] or min(input_shape) < 1:
