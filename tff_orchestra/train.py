@@ -192,9 +192,17 @@ def build_aggregator(specs, clients_per_round: int, seed: int):
   if not factories:
     return tff.aggregators.MeanFactory()
   try:
-    return agg.chain(*factories)
+    factory = agg.chain(*factories)
   except (TypeError, ValueError) as error:
     raise ConfigError(f'aggregators {list(specs)}: {error}') from error
+  if isinstance(factory, tff.aggregators.UnweightedAggregationFactory) and not _outputs_mean(factory):
+    # The learner adds the aggregate to the model: it must be the mean update, not the sum.
+    factory = tff.aggregators.UnweightedMeanFactory(value_sum_factory=factory)
+  return factory
+
+
+def _outputs_mean(factory) -> bool:
+  return isinstance(factory, agg.GaussianNoise) and factory.output == 'mean'
 
 
 def load_split(config: TrainConfig) -> data_lib.FederatedSplit:

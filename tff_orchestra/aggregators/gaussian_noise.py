@@ -204,6 +204,11 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
     return self._noise_multiplier
 
   @property
+  def output(self) -> str:
+    """`'sum'` or `'mean'`: what the aggregate is."""
+    return self._output
+
+  @property
   def value_noise_multiplier(self) -> float:
     """Noise multiplier of the value sum (below the total when clipping adapts)."""
     return self._value_noise_multiplier
