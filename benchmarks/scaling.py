@@ -13,7 +13,7 @@ with R^2 and every point's deviation from it, and the peak resident memory
 (VmHWM) of this Python process and of the TFF worker during the setting.
 Prints tables and writes JSON.
 
-    python benchmarks/scaling.py --clients 5 10 20 50 100 --widths 8 16 32 64
+    python benchmarks/scaling.py --clients 5 10 20 50 100 --widths 16 32 64 128 256
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--clients', type=int, nargs='+', default=[5, 10, 20, 50, 100])
   parser.add_argument('--width', type=int, default=32, help='small CNN width of the clients sweep')
-  parser.add_argument('--widths', type=int, nargs='+', default=[8, 16, 32, 64], help='small CNN widths of the model sweep')
+  parser.add_argument('--widths', type=int, nargs='+', default=[16, 32, 64, 128, 256], help='small CNN widths of the model sweep')
   parser.add_argument('--size-clients', type=int, default=10, help='clients of the model-size sweep')
   parser.add_argument('--examples', type=int, default=64, help='generated images per client')
   parser.add_argument('--batch-size', type=int, default=16)

@@ -35,5 +35,74 @@ def test_aggregation_overhead_smoke(tmp_path):
       capture_output=True, text=True, timeout=600,
   )
   assert done.returncode == 0, done.stderr[-2000:]
-  results = json.loads(out.read_text())['results']
-  assert len(results) == 4 and all(r['ratio'] > 0 for r in results)
+  report = json.loads(out.read_text())
+  assert len(report['results']) == 4 and all(r['ratio'] > 0 for r in report['results'])
+  [client_side] = report['client_side_work']
+  assert client_side['signed_fold_sketch'] > 0 and client_side['encode_fixed_point'] > 0
+
+
+@pytest.mark.slow
+def test_privacy_utility_smoke(tmp_path):
+  out = tmp_path / 'privacy.json'
+  done = subprocess.run(
+      [
+          sys.executable, 'benchmarks/privacy_utility.py', '--rounds', '1', '--clients', '4',
+          '--clients-per-round', '2', '--local-epochs', '1', '--projection-dim', '16', '--global-clusters', '8',
+          '--local-clusters', '4', '--memory-size', '16', '--global-clustering-steps', '5',
+          '--labels-per-class', '2', '--noise-multipliers', '1.0', '--clip', '1.0', '--json', str(out),
+      ],
+      capture_output=True, text=True, timeout=600,
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  report = json.loads(out.read_text())
+  assert report['sampling_rate_q'] == 0.5 and report['delta'] == 1e-5
+  assert set(report['baselines']) == {'random encoder', 'raw pixels'}
+  no_dp, dp = report['results']
+  assert no_dp['noise_multiplier'] is None and no_dp['epsilon'] is None and 'no DP' in no_dp['epsilon_note']
+  assert dp['noise_multiplier'] == 1.0 and dp['clip'] == 1.0 and dp['sampling_rate_q'] == 0.5
+  assert dp['rounds_accounted'] == 2  # round 0 and one training round
+  assert 0 < dp['epsilon'] < float('inf')
+  assert dp['epsilon'] == pytest.approx(dp['epsilon_dp_accounting'], rel=1e-6)
+  for row in (no_dp, dp):
+    assert row['error'] is None and 0 <= row['few_label_probe'] <= 1 and row['seconds'] > 0
+  assert 'inf (no DP)' in done.stdout
+
+
+TINY_ORCHESTRA = [
+    '--projection-dim', '16', '--global-clusters', '8', '--local-clusters', '4', '--memory-size', '16',
+    '--global-clustering-steps', '5',
+]
+
+
+@pytest.mark.slow
+def test_round_cost_smoke(tmp_path):
+  out = tmp_path / 'round_cost.json'
+  done = subprocess.run(
+      [sys.executable, 'benchmarks/round_cost.py', '--models', 'small_cnn', '--digits-clients', '2',
+       '--digits-local-epochs', '1', '--rounds', '1', '--warmup', '0', *TINY_ORCHESTRA, '--json', str(out)],
+      capture_output=True, text=True, timeout=600,
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  [row] = json.loads(out.read_text())['results']
+  assert row['clients'] == 2 and row['local_steps_per_round'] > 0
+  assert row['ratio'] == pytest.approx(row['tff_round_seconds'] / row['floor_seconds'])
+  for key in ('floor_seconds', 'tff_concurrent_round_seconds', 'server_clustering_seconds', 'weight_movement_seconds'):
+    assert row[key] > 0, key
+
+
+@pytest.mark.slow
+def test_scaling_smoke(tmp_path):
+  out = tmp_path / 'scaling.json'
+  done = subprocess.run(
+      [sys.executable, 'benchmarks/scaling.py', '--clients', '1', '2', '--widths', '4', '8', '--size-clients', '1',
+       '--examples', '8', '--local-epochs', '1', '--rounds', '1', *TINY_ORCHESTRA, '--json', str(out)],
+      capture_output=True, text=True, timeout=600,
+  )
+  assert done.returncode == 0, done.stderr[-2000:]
+  report = json.loads(out.read_text())
+  assert [row['clients'] for row in report['clients_sweep']['rows']] == [1, 2]
+  widths = [row['parameters'] for row in report['model_size_sweep']['rows']]
+  assert widths[0] < widths[1]
+  for sweep in ('clients_sweep', 'model_size_sweep'):
+    assert len(report[sweep]['fit']['relative_deviation']) == 2
+    assert all(row['worker_peak_rss_mib'] > 0 for row in report[sweep]['rows'])

