@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -63,6 +64,33 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(straight_run, tmp_
     assert x.files == y.files
     for name in x.files:
       np.testing.assert_allclose(x[name], y[name], rtol=1e-4, atol=1e-5)
+
+
+def test_a_corrupt_checkpoint_is_named_and_the_previous_one_used(straight_run, tmp_path, capsys):
+  straight_dir, straight = straight_run
+  run_dir = tmp_path / 'run'
+  shutil.copytree(straight_dir, run_dir)
+  (run_dir / 'checkpoints' / 'round_00003.npz').write_bytes(b'not a zip file')
+  resumed = train.run(_config(run_dir, rounds=3), resume=True, progress=False)
+  assert 'round_00003.npz is unreadable' in capsys.readouterr().err
+  assert [row['round'] for row in resumed['rows']] == [0, 1, 2, 3]
+  for key, value in straight['rows'][-1].items():
+    if key != 'seconds':
+      assert resumed['rows'][-1][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+  with np.load(straight_dir / 'checkpoints' / 'round_00003.npz') as x, np.load(run_dir / 'checkpoints' / 'round_00003.npz') as y:
+    for name in x.files:
+      np.testing.assert_allclose(x[name], y[name], rtol=1e-4, atol=1e-5)
+
+
+def test_no_readable_checkpoint_is_a_one_line_error(straight_run, tmp_path, capsys):
+  straight_dir, _ = straight_run
+  run_dir = tmp_path / 'run'
+  shutil.copytree(straight_dir, run_dir)
+  for name in ('round_00002.npz', 'round_00003.npz'):
+    (run_dir / 'checkpoints' / name).write_bytes(b'')
+  assert cli.main(['train', '--output-dir', str(run_dir), *TINY, '--rounds', '3', '--resume']) == 2
+  error = capsys.readouterr().err
+  assert 'no readable checkpoint' in error and 'round_00002.npz' in error and 'round_00003.npz' in error
 
 
 def test_resume_continues_after_the_last_checkpoint(tmp_path):

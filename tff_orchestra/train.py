@@ -23,6 +23,7 @@ import dataclasses
 import glob
 import json
 import os
+import sys
 import time
 import warnings
 from typing import Any, Callable, Optional
@@ -260,10 +261,46 @@ def latest_checkpoint(output_dir: str) -> Optional[tuple[int, str]]:
   return int(os.path.basename(paths[-1])[6:11]), paths[-1]
 
 
+class CorruptCheckpointError(ValueError):
+  """A checkpoint file that cannot be read, or does not fit the process state."""
+
+
 def load_checkpoint(path: str, structure):
-  with np.load(path) as arrays:
-    leaves = [arrays[f'arr_{i}'] for i in range(len(arrays.files))]
+  """The state saved in `path`, packed as `structure`; `CorruptCheckpointError` names a bad file."""
+  expected = tf.nest.flatten(structure)
+  try:
+    with np.load(path) as arrays:
+      leaves = [arrays[f'arr_{i}'] for i in range(len(arrays.files))]
+  except Exception as error:  # pylint: disable=broad-except  (zip, pickle and OS errors alike)
+    raise CorruptCheckpointError(f'checkpoint {path} is unreadable: {type(error).__name__}: {error}') from error
+  if len(leaves) != len(expected) or any(
+      np.shape(leaf) != np.shape(want) or np.asarray(leaf).dtype != np.asarray(want).dtype
+      for leaf, want in zip(leaves, expected)
+  ):
+    raise CorruptCheckpointError(f'checkpoint {path} does not hold a state of this run (arrays or shapes differ)')
   return tf.nest.pack_sequence_as(structure, leaves)
+
+
+def restore_checkpoint(output_dir: str, structure, newest_round: int) -> tuple[int, Any]:
+  """The newest readable checkpoint at or before `newest_round`: (round, state).
+
+  A corrupt checkpoint is reported (on stderr, naming it) and the previous one
+  is used; `ConfigError` if none is readable.
+  """
+  paths = sorted(glob.glob(os.path.join(output_dir, 'checkpoints', 'round_*.npz')), reverse=True)
+  problems = []
+  for path in paths:
+    round_num = int(os.path.basename(path)[6:11])
+    if round_num > newest_round:
+      continue
+    try:
+      state = load_checkpoint(path, structure)
+    except CorruptCheckpointError as error:
+      problems.append(str(error))
+      tqdm.write(f'warning: {error}; trying the previous checkpoint', file=sys.stderr)
+      continue
+    return round_num, state
+  raise ConfigError(f'no readable checkpoint in {output_dir}: ' + '; '.join(problems or ['none found']))
 
 
 def _write_json(path: str, value) -> None:
@@ -386,7 +423,9 @@ def run(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> 
     initial_state = process.initialize()
     state = initial_state
     if start_round > 0:
-      state = load_checkpoint(_checkpoint_path(out, start_round - 1), initial_state)
+      restored_round, state = restore_checkpoint(out, initial_state, start_round - 1)
+      start_round = restored_round + 1
+      rows = [row for row in rows if row['round'] <= restored_round]
     final_round = config.rounds
     bar = tqdm(total=final_round + 1, initial=start_round, desc='rounds', disable=not progress, unit='round')
     for round_num in range(start_round, final_round + 1):
