@@ -60,6 +60,25 @@ def test_round_zero_builds_global_centroids_from_local_ones(process):
   assert orchestra.round_num(output.state) == 1
 
 
+def test_empty_and_non_finite_clients_do_not_poison_the_round(process):
+  """Their updates, centroids and losses are dropped; the round equals one without them."""
+  good = _client_datasets(1)[0]
+  empty = good.take(0)
+  not_finite = good.map(lambda images: images * np.float32(np.nan))
+  alone = mixed = process.initialize()
+  for _ in range(2):  # round 0 (centroids only) and one training round
+    alone = process.next(alone, [good])
+    mixed = process.next(mixed, [good, empty, not_finite])
+    train_metrics = mixed.metrics['client_work']['train']
+    assert train_metrics['empty_clients'] == 1 and train_metrics['non_finite_clients'] == 1
+    assert mixed.metrics['client_work']['global_clustering']['local_centroids'] == CONFIG.num_local_clusters
+    alone, mixed = alone.state, mixed.state
+  for ours, theirs in zip(tf.nest.flatten(process.get_model_weights(mixed)), tf.nest.flatten(process.get_model_weights(alone))):
+    assert np.all(np.isfinite(ours))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(orchestra.global_centroids(mixed), orchestra.global_centroids(alone), atol=1e-5)
+
+
 def test_features_of_the_model_weights(process):
   weights = process.get_model_weights(process.initialize())
   images = np.random.default_rng(0).uniform(size=(5, *SHAPE)).astype(np.float32)

@@ -17,7 +17,9 @@ Per round, every selected client:
 3. clusters its memory bank into K_l equal-size local centroids (Sinkhorn);
 4. returns the change of *every* model variable (online, target, BatchNorm
    statistics) as its model update, weighted by its number of examples, plus
-   its local centroids and loss sums.
+   its local centroids and loss sums. A client without data, or whose data or
+   results are not finite, contributes weight 0 and no centroids; the
+   measurements count such clients.
 
 The model update goes to the user's aggregation factory. The local centroids
 travel separately: a reservoir-sampling collection brings them to the server
@@ -192,9 +194,10 @@ class LocalTraining:
     tf.nest.map_structure(lambda v, t: v.assign(t), model_weights, incoming)
     seed = client_seed(round_seed, dataset)
     bank, filled = tf.zeros([config.memory_size, config.projection_dim]), tf.constant(0)
-    num_examples = tf.constant(0)
+    num_examples, data_finite = tf.constant(0), tf.constant(True)
     for images in iter(dataset):
       num_examples += tf.shape(images)[0]
+      data_finite = tf.logical_and(data_finite, tf.reduce_all(tf.math.is_finite(images)))
 
     if initialization_round:
       saved = [tf.identity(v) for v in self._target_statistics]
@@ -231,17 +234,31 @@ class LocalTraining:
         lambda: tf.zeros([config.num_local_clusters, config.projection_dim]),
     )
     update = tf.nest.map_structure(lambda v, t: v - t, model_weights, incoming)
+    # A client whose data holds NaN/inf, or whose training diverged, sends a
+    # zero update with weight 0 and no centroids or losses: it cannot poison
+    # the model, and the measurements count it.
+    finite = tf.reduce_all(
+        [data_finite, tf.math.is_finite(cluster_sum), tf.math.is_finite(degeneracy_sum)]
+        + [tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(update) + [local_centroids]]
+    )
+    update = tf.nest.map_structure(lambda t: tf.where(finite, t, tf.zeros_like(t)), update)
     if self._uniform_weighting:
       weight = tf.cast(num_examples > 0, tf.float32)
     else:
       weight = tf.cast(num_examples, tf.float32)
-    result = tff.learning.templates.ClientResult(update=update, update_weight=weight)
-    local = collections.OrderedDict(centroids=local_centroids, valid=tf.cast(filled > 0, tf.float32))
+    kept = tf.cast(finite, tf.float32)
+    result = tff.learning.templates.ClientResult(update=update, update_weight=weight * kept)
+    local = collections.OrderedDict(
+        centroids=tf.where(finite, local_centroids, tf.zeros_like(local_centroids)),
+        valid=tf.cast(tf.logical_and(filled > 0, finite), tf.float32),
+    )
     metrics = collections.OrderedDict(
-        cluster_loss_sum=cluster_sum,
-        degeneracy_loss_sum=degeneracy_sum,
-        batches=tf.cast(batches, tf.float32),
-        examples=tf.cast(num_examples, tf.float32),
+        cluster_loss_sum=tf.where(finite, cluster_sum, 0.0),
+        degeneracy_loss_sum=tf.where(finite, degeneracy_sum, 0.0),
+        batches=tf.cast(batches, tf.float32) * kept,
+        examples=tf.cast(num_examples, tf.float32) * kept,
+        empty_clients=tf.cast(tf.equal(num_examples, 0), tf.float32),
+        non_finite_clients=1.0 - kept,
     )
     return result, local, metrics
 
@@ -312,7 +329,8 @@ def build_orchestra_client_work(
 
   State (`OrderedDict`): `round_num` (0 is the initialisation round),
   `global_centroids` [K_g, D], `collector` (the sampling collector's state).
-  Measurements: `train` (`cluster_loss`, `degeneracy_loss`, `examples`) and
+  Measurements: `train` (`cluster_loss`, `degeneracy_loss`, `examples`,
+  `empty_clients`, `non_finite_clients`: clients whose update was dropped) and
   `global_clustering` (`loss_before`, `loss`, `clusters_in_use`,
   `local_centroids`).
   """
@@ -350,6 +368,8 @@ def build_orchestra_client_work(
         cluster_loss=tf.math.divide_no_nan(sums['cluster_loss_sum'], sums['batches']),
         degeneracy_loss=tf.math.divide_no_nan(sums['degeneracy_loss_sum'], sums['batches']),
         examples=sums['examples'],
+        empty_clients=sums['empty_clients'],
+        non_finite_clients=sums['non_finite_clients'],
     )
 
   increment = tff.tensorflow.computation(lambda r: r + 1, np.int64)
