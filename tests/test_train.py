@@ -4,6 +4,10 @@ import csv
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -91,6 +95,34 @@ def test_no_readable_checkpoint_is_a_one_line_error(straight_run, tmp_path, caps
   assert cli.main(['train', '--output-dir', str(run_dir), *TINY, '--rounds', '3', '--resume']) == 2
   error = capsys.readouterr().err
   assert 'no readable checkpoint' in error and 'round_00002.npz' in error and 'round_00003.npz' in error
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(straight_run, tmp_path):
+  straight_dir, straight = straight_run
+  script = os.path.join(os.path.dirname(sys.executable), 'tff-orchestra')
+  command = [script, 'train', '--output-dir', str(tmp_path), *TINY, '--rounds', '3']
+  program = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  try:
+    deadline = time.monotonic() + 300
+    while not (tmp_path / 'checkpoints' / 'round_00001.npz').exists():
+      assert program.poll() is None, program.stderr.read().decode()[-2000:]
+      assert time.monotonic() < deadline, 'no checkpoint of round 1 after 300 s'
+      time.sleep(0.05)
+    program.send_signal(signal.SIGKILL)
+    assert program.wait(timeout=30) == -signal.SIGKILL
+  finally:
+    program.kill()
+    program.wait()
+  assert not (tmp_path / 'checkpoints' / 'round_00003.npz').exists(), 'the run ended before it was killed'
+  done = subprocess.run([*command, '--resume'], capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  resumed = json.loads((tmp_path / 'metrics.json').read_text())
+  assert [row['round'] for row in resumed] == [0, 1, 2, 3]
+  for a, b in zip(straight['rows'], resumed):
+    for key in a:
+      if key != 'seconds':
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a['round'], key)
 
 
 def test_resume_continues_after_the_last_checkpoint(tmp_path):
