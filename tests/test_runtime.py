@@ -1,7 +1,9 @@
+import glob
 import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 
@@ -78,9 +80,16 @@ def test_sigkill_of_the_program_takes_the_worker_with_it():
     program.send_signal(signal.SIGKILL)
     program.wait(timeout=10)
     assert _wait_dead(worker_pid)
+    assert not glob.glob(os.path.join(tempfile.gettempdir(), f'tff_orchestra_worker_{program.pid}_*'))
   finally:
     program.kill()
     program.wait()
+
+
+def test_the_worker_log_is_readable_but_leaves_no_file():
+  [worker] = runtime.running_workers()
+  assert not os.path.exists(worker.log_path)
+  assert isinstance(worker.log_tail(), str)
 
 
 def test_setting_the_context_again_replaces_the_worker():

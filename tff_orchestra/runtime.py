@@ -8,7 +8,8 @@ hangs. This module starts the worker itself so that it
 * dies with its parent, even on SIGKILL (Linux `PR_SET_PDEATHSIG`, set by a
   tiny launcher that then exec()s the worker),
 * is stopped at interpreter exit (`atexit`) and by `shutdown()`,
-* writes its log to a file instead of the caller's terminal.
+* writes its log to an unlinked temporary file (`WorkerProcess.log_tail()`
+  reads it) instead of the caller's terminal, so nothing is left behind.
 
 Use `set_simulation_context()` once at program start, or
 `with simulation_context(): ...` for a scoped context (tests, notebooks).
@@ -107,7 +108,7 @@ class WorkerProcess:
     self.log_path = os.path.join(
         tempfile.gettempdir(), f'tff_orchestra_worker_{os.getpid()}_{self.port}.log'
     )
-    self._log = open(self.log_path, 'wb')
+    self._log = open(self.log_path, 'a+b')  # Appending: reading it back never moves the worker's writes.
     self._process = subprocess.Popen(
         [
             sys.executable, '-I', '-S', '-c', _LAUNCHER, str(os.getpid()),
@@ -128,11 +129,19 @@ class WorkerProcess:
       if time.monotonic() > deadline:
         self._fail(f'was not ready after {_READY_TIMEOUT_SEC:.0f}s')
       time.sleep(0.05)
+    # The open handle keeps the log readable; no file is left behind, even if
+    # this program is killed.
+    os.remove(self.log_path)
+
+  def log_tail(self, size: int = 2000) -> str:
+    """The last `size` bytes the worker wrote to its stdout and stderr."""
+    self._log.seek(0, os.SEEK_END)
+    self._log.seek(max(0, self._log.tell() - size))
+    return self._log.read().decode(errors='replace').strip()
 
   def _fail(self, what: str) -> None:
     """Stops the worker and raises with the end of its log (the log is removed)."""
-    with open(self.log_path, 'rb') as log:
-      tail = log.read()[-2000:].decode(errors='replace').strip()
+    tail = self.log_tail()
     self.stop()
     raise WorkerStartError(f'TFF worker_binary on port {self.port} {what}; its log ends: {tail or "(empty)"}')
 
