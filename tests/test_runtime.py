@@ -92,6 +92,19 @@ def test_the_worker_log_is_readable_but_leaves_no_file():
   assert isinstance(worker.log_tail(), str)
 
 
+def test_a_worker_killed_between_calls_is_replaced_and_named(caplog):
+  total = tff.federated_computation(lambda x: tff.federated_sum(x), tff.FederatedType(np.float32, tff.CLIENTS))
+  assert total([1.0, 2.0]) == 3.0
+  [worker] = runtime.running_workers()
+  os.kill(worker.pid, signal.SIGKILL)
+  assert _wait_dead(worker.pid)
+  with caplog.at_level('WARNING', logger='tff_orchestra.runtime'):
+    assert total([1.0, 2.0, 4.0]) == 7.0
+  assert f'pid {worker.pid}, port {worker.port}) exited with code -9' in caplog.text
+  [replacement] = runtime.running_workers()
+  assert replacement.pid != worker.pid
+
+
 def test_setting_the_context_again_replaces_the_worker():
   done = subprocess.run(
       [sys.executable, '-c', SCRIPT, 'again'], capture_output=True, text=True, timeout=120, check=True

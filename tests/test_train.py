@@ -125,6 +125,36 @@ def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(straight_run, t
         assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a['round'], key)
 
 
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_is_replaced_and_the_run_matches(straight_run, tmp_path):
+  _, straight = straight_run
+  script = os.path.join(os.path.dirname(sys.executable), 'tff-orchestra')
+  program = subprocess.Popen(
+      [script, 'train', '--output-dir', str(tmp_path), *TINY, '--rounds', '3'],
+      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+  )
+  try:
+    deadline = time.monotonic() + 300
+    while not (tmp_path / 'checkpoints' / 'round_00001.npz').exists():
+      assert program.poll() is None and time.monotonic() < deadline
+      time.sleep(0.05)
+    found = subprocess.run(['pgrep', '-P', str(program.pid), '-f', 'worker_binary'], capture_output=True, text=True)
+    [worker_pid] = [int(pid) for pid in found.stdout.split()]
+    os.kill(worker_pid, signal.SIGKILL)
+    _, errors = program.communicate(timeout=600)
+  finally:
+    program.kill()
+    program.wait()
+  assert program.returncode == 0, errors[-2000:]
+  assert f'(pid {worker_pid}, port' in errors and 'exited with code -9' in errors
+  rows = json.loads((tmp_path / 'metrics.json').read_text())
+  assert [row['round'] for row in rows] == [0, 1, 2, 3]
+  for a, b in zip(straight['rows'], rows):
+    for key in a:
+      if key != 'seconds':
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a['round'], key)
+
+
 def test_resume_continues_after_the_last_checkpoint(tmp_path):
   """A crash after round 1's checkpoint loses nothing: metrics beyond it are dropped."""
   train.run(_config(tmp_path, rounds=2), progress=False)

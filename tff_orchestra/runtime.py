@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -66,6 +67,7 @@ _GRPC_OPTIONS = [
 _READY_TIMEOUT_SEC = 60.0
 _START_ATTEMPTS = 3
 
+_logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _workers: list['WorkerProcess'] = []
 _default_service: Optional['_LocalWorkerService'] = None
@@ -152,6 +154,11 @@ class WorkerProcess:
   def is_alive(self) -> bool:
     return self._process.poll() is None
 
+  @property
+  def returncode(self) -> Optional[int]:
+    """The exit code (negative: killed by that signal), or None while it runs."""
+    return self._process.poll()
+
   def stop(self) -> None:
     """Stops the worker (SIGINT, then SIGKILL after 5 s) and removes its log."""
     if self._process.poll() is None:
@@ -179,7 +186,12 @@ class _LocalWorkerService:
     with self._service_lock:
       if self._worker is None or not self._worker.is_alive():
         if self._worker is not None:
-          _forget(self._worker)
+          dead = self._worker
+          _logger.warning(
+              'TFF worker_binary (pid %d, port %d) exited with code %s; starting a new one (TFF retries the '
+              'computation). Its log ends: %s', dead.pid, dead.port, dead.returncode, dead.log_tail(500) or '(empty)',
+          )
+          _forget(dead)
         self._worker = _start_worker(self._max_calls)
       return self._worker.stub
 
