@@ -11,6 +11,7 @@ import time
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.data import fake_cifar
@@ -237,6 +238,15 @@ def test_cifar10_from_a_local_archive(tmp_path):
   assert len(result['table']) == 3
   rows = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
   assert rows[-1]['client_work/train/examples'] > 0
+
+
+def test_shuffled_order_comes_from_numpy_and_the_seed_only():
+  dataset = tf.data.Dataset.from_tensor_slices({'x': np.arange(10.0), 'y': np.arange(10)})
+  order = np.random.default_rng((0, 3, 1)).permutation(10)
+  got = list(train.shuffled(dataset, (0, 3, 1)).as_numpy_iterator())
+  assert [int(element['y']) for element in got] == order.tolist()
+  assert [float(element['x']) for element in got] == order.astype(float).tolist()
+  assert list(train.shuffled(dataset.take(0), (0, 3, 1))) == []
 
 
 def test_metrics_csv_keeps_list_values_in_one_cell(tmp_path):

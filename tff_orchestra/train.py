@@ -221,6 +221,22 @@ def sample_clients(client_ids, clients_per_round: int, seed: int, round_num: int
   return sorted(rng.choice(list(client_ids), clients_per_round, replace=False).tolist(), key=client_ids.index)
 
 
+def shuffled(dataset: tf.data.Dataset, seed: tuple[int, ...]) -> tf.data.Dataset:
+  """The dataset's elements in an order drawn by numpy from `seed`, the same each iteration.
+
+  Unlike `Dataset.shuffle(seed=...)`, the order does not depend on TensorFlow's
+  global seed, which other code in the process may have set: a run repeats in
+  any process.
+  """
+  batches = list(dataset.batch(2**31 - 1))  # all elements in one batch, or none
+  if not batches:
+    return dataset
+  [elements] = batches
+  size = int(tf.nest.flatten(elements)[0].shape[0])
+  order = np.random.default_rng(seed).permutation(size)
+  return tf.data.Dataset.from_tensor_slices(tf.nest.map_structure(lambda t: tf.gather(t, order), elements))
+
+
 def flatten_metrics(metrics, prefix: str = '') -> dict[str, Any]:
   """Nested metrics as `{'a/b/c': number}`."""
   if hasattr(metrics, 'items'):
@@ -432,8 +448,9 @@ def run(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> 
       clients = sample_clients(split.client_ids, config.clients_per_round, config.seed, round_num)
       datasets = [
           orchestra.prepare_client_dataset(
-              split.client_data.create_tf_dataset_for_client(cid).shuffle(
-                  4096, seed=config.seed * 100_003 + round_num, reshuffle_each_iteration=False
+              shuffled(
+                  split.client_data.create_tf_dataset_for_client(cid),
+                  (config.seed, round_num, split.client_ids.index(cid)),
               ),
               config.batch_size,
           )
