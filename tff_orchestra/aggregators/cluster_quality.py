@@ -123,7 +123,7 @@ class ClusterQualityWeighting(tff.aggregators.WeightedAggregationFactory):
       sketch_dim: Dimension of the sketch (>= 8). Cosines between
         sketches estimate cosines between updates with error ~ 1/sqrt(dim).
       temperature: Softness of the k-means assignments over cosines (> 0).
-      seed: Seeds the sketch hash and the initial prototypes.
+      seed: Seeds the sketch signs and the initial prototypes.
       report_quality_range: Report `quality_min`/`quality_max`. Turn off to
         keep `next` free of unsecure aggregation (with a secure
         `statistics_sum_factory` and a secure inner factory).
