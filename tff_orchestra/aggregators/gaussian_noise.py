@@ -11,7 +11,9 @@ inner factory, and Gaussian noise of std `noise_multiplier * clip` is added:
   before the inner sum, so the sum carries the full noise and the server never
   sees an un-noised sum. Pair it with a secure inner sum (`SecureFixedPointSum`).
   If fewer clients than expected take part, the sum carries less noise: the
-  `noise_stddev` measurement reports what this round really had.
+  `noise_stddev` measurement reports what this round really had. The
+  reported `epsilon` does NOT account for that yet (it assumes the full
+  noise), so with dropouts and distributed noise it understates the loss.
 
 The guarantee is (epsilon, target_delta)-DP with respect to adding or removing
 one client's whole contribution, under the sampling assumption: Poisson
