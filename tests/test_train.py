@@ -42,6 +42,36 @@ def straight_run(tmp_path_factory):
   return output_dir, result
 
 
+def _assert_same_rows(expected_rows, rows):
+  """Every metric of every round equal, wall time aside."""
+  assert [row['round'] for row in rows] == [row['round'] for row in expected_rows]
+  for a, b in zip(expected_rows, rows):
+    for key in a:
+      if key != 'seconds':
+        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a['round'], key)
+
+
+def _assert_same_checkpoint(dir_a, dir_b, name='round_00003.npz'):
+  with np.load(dir_a / 'checkpoints' / name) as x, np.load(dir_b / 'checkpoints' / name) as y:
+    assert x.files == y.files
+    for array in x.files:
+      np.testing.assert_allclose(x[array], y[array], rtol=1e-4, atol=1e-5)
+
+
+def _start_cli_past_round_1(output_dir):
+  """`tff-orchestra train` (TINY, 3 rounds) in a subprocess, returned once round 1's checkpoint exists."""
+  script = os.path.join(os.path.dirname(sys.executable), 'tff-orchestra')
+  command = [script, 'train', '--output-dir', str(output_dir), *TINY, '--rounds', '3']
+  program = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  deadline = time.monotonic() + 300
+  while not (output_dir / 'checkpoints' / 'round_00001.npz').exists():
+    if program.poll() is not None or time.monotonic() > deadline:
+      program.kill()
+      raise AssertionError(f'no checkpoint of round 1: {program.communicate()[1][-2000:]}')
+    time.sleep(0.05)
+  return program, command
+
+
 def test_a_run_writes_every_output(straight_run):
   output_dir, result = straight_run
   for name in ('config.json', 'metrics.json', 'metrics.csv', 'partition.txt', 'evaluation.json',
@@ -60,15 +90,8 @@ def test_resume_gives_the_same_result_as_an_uninterrupted_run(straight_run, tmp_
   straight_dir, straight = straight_run
   train.run(_config(tmp_path, rounds=1), progress=False)
   resumed = train.run(_config(tmp_path, rounds=3), resume=True, progress=False)
-  assert [row['round'] for row in resumed['rows']] == [0, 1, 2, 3]
-  for a, b in zip(straight['rows'], resumed['rows']):
-    for key in a:
-      if key != 'seconds':
-        assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
-  with np.load(straight_dir / 'checkpoints' / 'round_00003.npz') as x, np.load(tmp_path / 'checkpoints' / 'round_00003.npz') as y:
-    assert x.files == y.files
-    for name in x.files:
-      np.testing.assert_allclose(x[name], y[name], rtol=1e-4, atol=1e-5)
+  _assert_same_rows(straight['rows'], resumed['rows'])
+  _assert_same_checkpoint(straight_dir, tmp_path)
 
 
 def test_a_corrupt_checkpoint_is_named_and_the_previous_one_used(straight_run, tmp_path, capsys):
@@ -78,13 +101,8 @@ def test_a_corrupt_checkpoint_is_named_and_the_previous_one_used(straight_run, t
   (run_dir / 'checkpoints' / 'round_00003.npz').write_bytes(b'not a zip file')
   resumed = train.run(_config(run_dir, rounds=3), resume=True, progress=False)
   assert 'round_00003.npz is unreadable' in capsys.readouterr().err
-  assert [row['round'] for row in resumed['rows']] == [0, 1, 2, 3]
-  for key, value in straight['rows'][-1].items():
-    if key != 'seconds':
-      assert resumed['rows'][-1][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
-  with np.load(straight_dir / 'checkpoints' / 'round_00003.npz') as x, np.load(run_dir / 'checkpoints' / 'round_00003.npz') as y:
-    for name in x.files:
-      np.testing.assert_allclose(x[name], y[name], rtol=1e-4, atol=1e-5)
+  _assert_same_rows(straight['rows'], resumed['rows'])
+  _assert_same_checkpoint(straight_dir, run_dir)
 
 
 def test_no_readable_checkpoint_is_a_one_line_error(straight_run, tmp_path, capsys):
@@ -100,45 +118,21 @@ def test_no_readable_checkpoint_is_a_one_line_error(straight_run, tmp_path, caps
 
 @pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(straight_run, tmp_path):
-  straight_dir, straight = straight_run
-  script = os.path.join(os.path.dirname(sys.executable), 'tff-orchestra')
-  command = [script, 'train', '--output-dir', str(tmp_path), *TINY, '--rounds', '3']
-  program = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-  try:
-    deadline = time.monotonic() + 300
-    while not (tmp_path / 'checkpoints' / 'round_00001.npz').exists():
-      assert program.poll() is None, program.stderr.read().decode()[-2000:]
-      assert time.monotonic() < deadline, 'no checkpoint of round 1 after 300 s'
-      time.sleep(0.05)
-    program.send_signal(signal.SIGKILL)
-    assert program.wait(timeout=30) == -signal.SIGKILL
-  finally:
-    program.kill()
-    program.wait()
+  _, straight = straight_run
+  program, command = _start_cli_past_round_1(tmp_path)
+  program.send_signal(signal.SIGKILL)
+  assert program.wait(timeout=30) == -signal.SIGKILL
   assert not (tmp_path / 'checkpoints' / 'round_00003.npz').exists(), 'the run ended before it was killed'
   done = subprocess.run([*command, '--resume'], capture_output=True, text=True, timeout=600)
   assert done.returncode == 0, done.stderr[-2000:]
-  resumed = json.loads((tmp_path / 'metrics.json').read_text())
-  assert [row['round'] for row in resumed] == [0, 1, 2, 3]
-  for a, b in zip(straight['rows'], resumed):
-    for key in a:
-      if key != 'seconds':
-        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a['round'], key)
+  _assert_same_rows(straight['rows'], json.loads((tmp_path / 'metrics.json').read_text()))
 
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_is_replaced_and_the_run_matches(straight_run, tmp_path):
   _, straight = straight_run
-  script = os.path.join(os.path.dirname(sys.executable), 'tff-orchestra')
-  program = subprocess.Popen(
-      [script, 'train', '--output-dir', str(tmp_path), *TINY, '--rounds', '3'],
-      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-  )
+  program, _ = _start_cli_past_round_1(tmp_path)
   try:
-    deadline = time.monotonic() + 300
-    while not (tmp_path / 'checkpoints' / 'round_00001.npz').exists():
-      assert program.poll() is None and time.monotonic() < deadline
-      time.sleep(0.05)
     found = subprocess.run(['pgrep', '-P', str(program.pid), '-f', 'worker_binary'], capture_output=True, text=True)
     [worker_pid] = [int(pid) for pid in found.stdout.split()]
     os.kill(worker_pid, signal.SIGKILL)
@@ -148,12 +142,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_run_matches(straight_run, t
     program.wait()
   assert program.returncode == 0, errors[-2000:]
   assert f'(pid {worker_pid}, port' in errors and 'exited with code -9' in errors
-  rows = json.loads((tmp_path / 'metrics.json').read_text())
-  assert [row['round'] for row in rows] == [0, 1, 2, 3]
-  for a, b in zip(straight['rows'], rows):
-    for key in a:
-      if key != 'seconds':
-        assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a['round'], key)
+  _assert_same_rows(straight['rows'], json.loads((tmp_path / 'metrics.json').read_text()))
 
 
 def test_resume_continues_after_the_last_checkpoint(tmp_path):
