@@ -6,36 +6,39 @@ import sys
 
 import pytest
 
+TINY_ORCHESTRA = [
+    '--projection-dim', '16', '--global-clusters', '8', '--local-clusters', '4', '--memory-size', '16',
+    '--global-clustering-steps', '5',
+]
 
-@pytest.mark.slow
-def test_orchestra_quality_smoke(tmp_path):
-  out = tmp_path / 'quality.json'
+
+def _run(script: str, *arguments: str, json_path) -> tuple[dict, str]:
+  """Runs `benchmarks/<script>` with `arguments`; returns its JSON report and stdout."""
   done = subprocess.run(
-      [
-          sys.executable, 'benchmarks/orchestra_quality.py', '--seeds', '0', '--rounds', '1',
-          '--clients', '3', '--clients-per-round', '2', '--local-epochs', '1', '--projection-dim', '16',
-          '--global-clusters', '8', '--local-clusters', '4', '--memory-size', '16',
-          '--global-clustering-steps', '5', '--labels-per-class', '2', '--json', str(out),
-      ],
+      [sys.executable, f'benchmarks/{script}', *arguments, '--json', str(json_path)],
       capture_output=True, text=True, timeout=600,
   )
   assert done.returncode == 0, done.stderr[-2000:]
-  report = json.loads(out.read_text())
+  return json.loads(json_path.read_text()), done.stdout
+
+
+@pytest.mark.slow
+def test_orchestra_quality_smoke(tmp_path):
+  report, stdout = _run(
+      'orchestra_quality.py', '--seeds', '0', '--rounds', '1', '--clients', '3', '--clients-per-round', '2',
+      '--local-epochs', '1', *TINY_ORCHESTRA, '--labels-per-class', '2', json_path=tmp_path / 'quality.json',
+  )
   assert set(report['summary']) == {'orchestra', 'random encoder', 'raw pixels'}
   assert set(report['beats_both_baselines']) == {'few_label_probe', 'nmi'}
-  assert 'orchestra beats both baselines on nmi' in done.stdout
+  assert 'orchestra beats both baselines on nmi' in stdout
 
 
 @pytest.mark.slow
 def test_aggregation_overhead_smoke(tmp_path):
-  out = tmp_path / 'overhead.json'
-  done = subprocess.run(
-      [sys.executable, 'benchmarks/aggregation_overhead.py', '--sizes', '100', '--clients', '3',
-       '--warmup', '1', '--rounds', '1', '--json', str(out)],
-      capture_output=True, text=True, timeout=600,
+  report, _ = _run(
+      'aggregation_overhead.py', '--sizes', '100', '--clients', '3', '--warmup', '1', '--rounds', '1',
+      json_path=tmp_path / 'overhead.json',
   )
-  assert done.returncode == 0, done.stderr[-2000:]
-  report = json.loads(out.read_text())
   assert len(report['results']) == 4 and all(r['ratio'] > 0 for r in report['results'])
   [client_side] = report['client_side_work']
   assert client_side['signed_fold_sketch'] > 0 and client_side['encode_fixed_point'] > 0
@@ -43,18 +46,11 @@ def test_aggregation_overhead_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_privacy_utility_smoke(tmp_path):
-  out = tmp_path / 'privacy.json'
-  done = subprocess.run(
-      [
-          sys.executable, 'benchmarks/privacy_utility.py', '--rounds', '1', '--clients', '4',
-          '--clients-per-round', '2', '--local-epochs', '1', '--projection-dim', '16', '--global-clusters', '8',
-          '--local-clusters', '4', '--memory-size', '16', '--global-clustering-steps', '5',
-          '--labels-per-class', '2', '--noise-multipliers', '1.0', '--clip', '1.0', '--json', str(out),
-      ],
-      capture_output=True, text=True, timeout=600,
+  report, stdout = _run(
+      'privacy_utility.py', '--rounds', '1', '--clients', '4', '--clients-per-round', '2', '--local-epochs', '1',
+      *TINY_ORCHESTRA, '--labels-per-class', '2', '--noise-multipliers', '1.0', '--clip', '1.0',
+      json_path=tmp_path / 'privacy.json',
   )
-  assert done.returncode == 0, done.stderr[-2000:]
-  report = json.loads(out.read_text())
   assert report['sampling_rate_q'] == 0.5 and report['delta'] == 1e-5
   assert set(report['baselines']) == {'random encoder', 'raw pixels'}
   no_dp, dp = report['results']
@@ -65,25 +61,16 @@ def test_privacy_utility_smoke(tmp_path):
   assert dp['epsilon'] == pytest.approx(dp['epsilon_dp_accounting'], rel=1e-6)
   for row in (no_dp, dp):
     assert row['error'] is None and 0 <= row['few_label_probe'] <= 1 and row['seconds'] > 0
-  assert 'inf (no DP)' in done.stdout
-
-
-TINY_ORCHESTRA = [
-    '--projection-dim', '16', '--global-clusters', '8', '--local-clusters', '4', '--memory-size', '16',
-    '--global-clustering-steps', '5',
-]
+  assert 'inf (no DP)' in stdout
 
 
 @pytest.mark.slow
 def test_round_cost_smoke(tmp_path):
-  out = tmp_path / 'round_cost.json'
-  done = subprocess.run(
-      [sys.executable, 'benchmarks/round_cost.py', '--models', 'small_cnn', '--digits-clients', '2',
-       '--digits-local-epochs', '1', '--rounds', '1', '--warmup', '0', *TINY_ORCHESTRA, '--json', str(out)],
-      capture_output=True, text=True, timeout=600,
+  report, _ = _run(
+      'round_cost.py', '--models', 'small_cnn', '--digits-clients', '2', '--digits-local-epochs', '1',
+      '--rounds', '1', '--warmup', '0', *TINY_ORCHESTRA, json_path=tmp_path / 'round_cost.json',
   )
-  assert done.returncode == 0, done.stderr[-2000:]
-  [row] = json.loads(out.read_text())['results']
+  [row] = report['results']
   assert row['clients'] == 2 and row['local_steps_per_round'] > 0
   assert row['ratio'] == pytest.approx(row['tff_round_seconds'] / row['floor_seconds'])
   for key in ('floor_seconds', 'tff_concurrent_round_seconds', 'server_clustering_seconds', 'weight_movement_seconds'):
@@ -92,17 +79,13 @@ def test_round_cost_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_scaling_smoke(tmp_path):
-  out = tmp_path / 'scaling.json'
-  done = subprocess.run(
-      [sys.executable, 'benchmarks/scaling.py', '--clients', '1', '2', '--widths', '4', '8', '--size-clients', '1',
-       '--examples', '8', '--local-epochs', '1', '--rounds', '1', *TINY_ORCHESTRA, '--json', str(out)],
-      capture_output=True, text=True, timeout=600,
+  report, _ = _run(
+      'scaling.py', '--clients', '1', '2', '--widths', '4', '8', '--size-clients', '1', '--examples', '8',
+      '--local-epochs', '1', '--rounds', '1', *TINY_ORCHESTRA, json_path=tmp_path / 'scaling.json',
   )
-  assert done.returncode == 0, done.stderr[-2000:]
-  report = json.loads(out.read_text())
   assert [row['clients'] for row in report['clients_sweep']['rows']] == [1, 2]
-  widths = [row['parameters'] for row in report['model_size_sweep']['rows']]
-  assert widths[0] < widths[1]
+  parameters = [row['parameters'] for row in report['model_size_sweep']['rows']]
+  assert parameters[0] < parameters[1]
   for sweep in ('clients_sweep', 'model_size_sweep'):
     assert len(report[sweep]['fit']['relative_deviation']) == 2
     assert all(row['worker_peak_rss_mib'] > 0 for row in report[sweep]['rows'])
