@@ -231,33 +231,40 @@ def format_row(row: dict) -> str:
   )
 
 
-def config_from(args: argparse.Namespace, *, local_epochs: int, digits: bool) -> orchestra.OrchestraConfig:
-  return orchestra.OrchestraConfig(
-      local_epochs=local_epochs, projection_dim=args.projection_dim, num_global_clusters=args.global_clusters,
-      num_local_clusters=args.local_clusters, memory_size=args.memory_size,
-      global_clustering_steps=args.global_clustering_steps, seed=args.seed,
-      # The digits runs' augmentation (see the README); timing barely depends on it.
-      **(dict(flip=False, min_crop_area=0.6) if digits else {}),
-  )
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def add_orchestra_arguments(parser: argparse.ArgumentParser) -> None:
+  """The learner's hyperparameters (the reference's defaults), the batch size and the seed."""
   defaults = orchestra.OrchestraConfig()
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--models', nargs='+', choices=('small_cnn', 'resnet18'), default=['small_cnn', 'resnet18'])
-  parser.add_argument('--digits-clients', type=int, default=10)
-  parser.add_argument('--digits-local-epochs', type=int, default=defaults.local_epochs)
-  parser.add_argument('--resnet-clients', type=int, default=4)
-  parser.add_argument('--resnet-examples', type=int, default=64, help='generated 32x32x3 images per client')
-  parser.add_argument('--resnet-local-epochs', type=int, default=1)
   parser.add_argument('--batch-size', type=int, default=16)
-  parser.add_argument('--alpha', type=float, default=0.1)
   parser.add_argument('--projection-dim', type=int, default=defaults.projection_dim)
   parser.add_argument('--global-clusters', type=int, default=defaults.num_global_clusters)
   parser.add_argument('--local-clusters', type=int, default=defaults.num_local_clusters)
   parser.add_argument('--memory-size', type=int, default=defaults.memory_size)
   parser.add_argument('--global-clustering-steps', type=int, default=defaults.global_clustering_steps)
   parser.add_argument('--seed', type=int, default=0)
+
+
+def config_from(args: argparse.Namespace, *, local_epochs: int, digits: bool, **overrides) -> orchestra.OrchestraConfig:
+  """The `OrchestraConfig` of `add_orchestra_arguments`' options."""
+  return orchestra.OrchestraConfig(
+      local_epochs=local_epochs, projection_dim=args.projection_dim, num_global_clusters=args.global_clusters,
+      num_local_clusters=args.local_clusters, memory_size=args.memory_size,
+      global_clustering_steps=args.global_clustering_steps, seed=args.seed,
+      # The digits runs' augmentation (see the README); timing barely depends on it.
+      **(dict(flip=False, min_crop_area=0.6) if digits else {}),
+      **overrides,
+  )
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--models', nargs='+', choices=('small_cnn', 'resnet18'), default=['small_cnn', 'resnet18'])
+  parser.add_argument('--digits-clients', type=int, default=10)
+  parser.add_argument('--digits-local-epochs', type=int, default=orchestra.OrchestraConfig.local_epochs)
+  parser.add_argument('--resnet-clients', type=int, default=4)
+  parser.add_argument('--resnet-examples', type=int, default=64, help='generated 32x32x3 images per client')
+  parser.add_argument('--resnet-local-epochs', type=int, default=1)
+  parser.add_argument('--alpha', type=float, default=0.1)
+  add_orchestra_arguments(parser)
   parser.add_argument('--warmup', type=int, default=1)
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--json', default='benchmarks/results/round_cost.json')

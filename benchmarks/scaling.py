@@ -30,7 +30,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=wrong-import-position
 import numpy as np
 from report import write_report
-from round_cost import count_parameters, generated_datasets, time_tff_rounds
+from round_cost import add_orchestra_arguments, config_from, count_parameters, generated_datasets, time_tff_rounds
 
 from tff_orchestra import orchestra
 from tff_orchestra import runtime
@@ -68,12 +68,7 @@ def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> dict:
 
 def measure(width: int, clients: int, args: argparse.Namespace) -> dict:
   """Round time and peak memory of one setting, in a fresh context."""
-  config = orchestra.OrchestraConfig(
-      local_epochs=args.local_epochs, projection_dim=args.projection_dim, num_global_clusters=args.global_clusters,
-      num_local_clusters=args.local_clusters, memory_size=args.memory_size,
-      global_clustering_steps=args.global_clustering_steps, max_clients_per_round=max(clients, 1),
-      flip=False, min_crop_area=0.6, seed=args.seed,
-  )
+  config = config_from(args, local_epochs=args.local_epochs, digits=True, max_clients_per_round=max(clients, 1))
   encoder = functools.partial(orchestra.small_cnn, width=width)
   datasets = generated_datasets(clients, args.examples, IMAGE_SHAPE, args.batch_size, args.seed)
   reset_peak_rss()
@@ -101,22 +96,15 @@ def print_sweep(title: str, rows: list[dict], fit: dict, per: str, scale: float 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  defaults = orchestra.OrchestraConfig()
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--clients', type=int, nargs='+', default=[5, 10, 20, 50, 100])
   parser.add_argument('--width', type=int, default=32, help='small CNN width of the clients sweep')
   parser.add_argument('--widths', type=int, nargs='+', default=[16, 32, 64, 128, 256], help='small CNN widths of the model sweep')
   parser.add_argument('--size-clients', type=int, default=10, help='clients of the model-size sweep')
   parser.add_argument('--examples', type=int, default=64, help='generated images per client')
-  parser.add_argument('--batch-size', type=int, default=16)
   parser.add_argument('--local-epochs', type=int, default=2)
-  parser.add_argument('--projection-dim', type=int, default=defaults.projection_dim)
-  parser.add_argument('--global-clusters', type=int, default=defaults.num_global_clusters)
-  parser.add_argument('--local-clusters', type=int, default=defaults.num_local_clusters)
-  parser.add_argument('--memory-size', type=int, default=defaults.memory_size)
-  parser.add_argument('--global-clustering-steps', type=int, default=defaults.global_clustering_steps)
   parser.add_argument('--rounds', type=int, default=3)
-  parser.add_argument('--seed', type=int, default=0)
+  add_orchestra_arguments(parser)
   parser.add_argument('--json', default='benchmarks/results/scaling.json')
   args = parser.parse_args(argv)
   for name in ('clients', 'widths'):
