@@ -16,6 +16,7 @@ import tensorflow_federated as tff
 
 from tests.data import fake_cifar
 from tff_orchestra import cli
+from tff_orchestra import runtime
 from tff_orchestra import train
 
 TINY = [
@@ -58,10 +59,10 @@ def _assert_same_checkpoint(dir_a, dir_b, name='round_00003.npz'):
       np.testing.assert_allclose(x[array], y[array], rtol=1e-4, atol=1e-5)
 
 
-def _start_cli_past_round_1(output_dir):
+def _start_cli_past_round_1(output_dir, *options):
   """`tff-orchestra train` (TINY, 3 rounds) in a subprocess, returned once round 1's checkpoint exists."""
   script = os.path.join(os.path.dirname(sys.executable), 'tff-orchestra')
-  command = [script, 'train', '--output-dir', str(output_dir), *TINY, '--rounds', '3']
+  command = [script, 'train', '--output-dir', str(output_dir), *TINY, '--rounds', '3', *options]
   program = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   deadline = time.monotonic() + 300
   while not (output_dir / 'checkpoints' / 'round_00001.npz').exists():
@@ -142,6 +143,31 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_run_matches(straight_run, t
     program.wait()
   assert program.returncode == 0, errors[-2000:]
   assert f'(pid {worker_pid}, port' in errors and 'exited with code -9' in errors
+  _assert_same_rows(straight['rows'], json.loads((tmp_path / 'metrics.json').read_text()))
+
+
+@pytest.mark.slow
+def test_a_remote_worker_killed_mid_run_is_named_and_resume_on_new_workers_matches(straight_run, tmp_path):
+  _, straight = straight_run
+  workers = [runtime.WorkerProcess() for _ in range(2)]
+  try:
+    program, command = _start_cli_past_round_1(
+        tmp_path, '--workers', ','.join(w.address for w in workers), '--worker-timeout', '2'
+    )
+    workers[1].stop()
+    _, errors = program.communicate(timeout=300)
+    assert program.returncode == 1, errors[-2000:]
+    assert f'TFF worker at {workers[1].address} did not answer within 2 s' in errors
+    assert 'is the last one checkpointed: rerun this command with --resume' in errors
+    for worker in workers:
+      worker.stop()
+    workers = [runtime.WorkerProcess() for _ in range(2)]
+    resumed = [*command[:-4], '--workers', ','.join(w.address for w in workers), '--resume']
+    done = subprocess.run(resumed, capture_output=True, text=True, timeout=600)
+  finally:
+    for worker in workers:
+      worker.stop()
+  assert done.returncode == 0, done.stderr[-2000:]
   _assert_same_rows(straight['rows'], json.loads((tmp_path / 'metrics.json').read_text()))
 
 

@@ -3,10 +3,12 @@
     tff-orchestra train --output-dir runs/digits [--dataset digits] [--clients 10] [--alpha 0.1]
         [--rounds 20] [--clients-per-round 10] [--seed 0] [--encoder small_cnn]
         [--aggregator cluster_quality:num_clusters=4 --aggregator gaussian_noise:noise_multiplier=0.5,clip=1.0
-         --aggregator secure_sum:bits=20] [--resume] ...
+         --aggregator secure_sum:bits=20] [--workers host:port,host:port] [--resume] ...
     tff-orchestra fedavg-demo [--rounds N] [--clients N] [--seed N] [--noise-multiplier Z]
 
 `--aggregator` may repeat; the stages chain in the order given (client -> server).
+`--workers` runs the rounds on TFF worker_binaries already running there (README,
+"Remote workers"), the clients split across them; by default a local worker runs them.
 Bad input ends with one error line, not a traceback, and leaves existing output alone.
 """
 
@@ -39,6 +41,15 @@ def _positive_float(text: str) -> float:
   if not value > 0.0:
     raise argparse.ArgumentTypeError(f'must be a number > 0, got {text}')
   return value
+
+
+def _worker_addresses(text: str) -> list[str]:
+  from tff_orchestra import runtime  # pylint: disable=import-outside-toplevel
+
+  try:
+    return runtime.parse_worker_addresses(text)
+  except ValueError as error:
+    raise argparse.ArgumentTypeError(str(error).removeprefix('workers: ')) from error
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
   add_train_arguments(train)
   train.add_argument('--resume', action='store_true', help='continue the run in --output-dir, if there is one')
   train.add_argument('--no-progress', action='store_true', help='no progress bar')
+  train.add_argument(
+      '--workers', type=_worker_addresses, metavar='HOST:PORT,...',
+      help='run on these TFF worker_binaries (clients split across them) instead of a local one',
+  )
+  train.add_argument(
+      '--worker-timeout', type=_positive_float, default=30.0, metavar='SECONDS',
+      help='how long a remote worker may not answer before the run stops with an error naming it',
+  )
 
   demo = commands.add_parser(
       'fedavg-demo',
@@ -129,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace) -> int:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
+  from tff_orchestra import runtime  # pylint: disable=import-outside-toplevel
   from tff_orchestra import train  # pylint: disable=import-outside-toplevel
   from tff_orchestra.evaluation import format_table  # pylint: disable=import-outside-toplevel
 
@@ -136,10 +156,21 @@ def _train(args: argparse.Namespace) -> int:
 
   config = train_config(args, args.output_dir)
   try:
-    result = train.run(config, resume=args.resume, progress=not args.no_progress)
+    result = train.run(
+        config, resume=args.resume, progress=not args.no_progress,
+        workers=args.workers, worker_timeout=args.worker_timeout,
+    )
   except train.ConfigError as error:
     print(f'tff-orchestra: error: {error}', file=sys.stderr)
     return 2
+  except runtime.WorkerUnavailableError as error:
+    checkpoint = train.latest_checkpoint(config.output_dir)
+    saved = f'round {checkpoint[0]} is the last one checkpointed' if checkpoint else 'no round is checkpointed yet'
+    print(
+        f'tff-orchestra: error: {error}; {saved}: rerun this command with --resume to continue',
+        file=sys.stderr,
+    )
+    return 1
   print(result['partition'])
   print(format_table(result['table']))
   print(f'outputs in {config.output_dir}')

@@ -13,6 +13,16 @@ hangs. This module starts the worker itself so that it
 
 Use `set_simulation_context()` once at program start, or
 `with simulation_context(): ...` for a scoped context (tests, notebooks).
+
+`workers=['host:port', ...]` runs computations on worker_binaries that someone
+else started (other hosts; README "Remote workers") instead of a local one.
+With several workers, each computation is compiled to TFF's mergeable form and
+its clients are split across the workers (TFF's
+`MergeableCompExecutionContext`): every worker runs the client work of its
+share of the clients up to the aggregation, the partial aggregates are merged,
+and one worker runs the server work after it. A remote worker that stops
+answering is not ours to restart: the call raises `WorkerUnavailableError`
+naming it (after `connect_timeout` seconds), instead of TFF's endless retries.
 `secure_intrinsics=True` (the default) compiles `tff.federated_secure_sum*`
 into plain sums, as TFF's test context does: the only way to run secure
 aggregation in a single-process simulation. The static check
@@ -32,17 +42,22 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from typing import Optional
+from collections.abc import Iterator, Sequence
+from typing import Optional, Protocol, Union
 
 import grpc
 import portpicker
 import tensorflow_federated as tff
 from tensorflow_federated.python.core.backends.native import compiler as native_compiler
+from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.backends.test import compiler as test_compiler
 from tensorflow_federated.python.core.environments.tensorflow_frontend import tensorflow_computation
+from tensorflow_federated.python.core.impl.computation import computation_impl
+from tensorflow_federated.python.core.impl.context_stack import context_base
 from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
+from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context
+from tensorflow_federated.python.core.impl.execution_contexts import mergeable_comp_execution_context
 from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
 from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
 from tensorflow_federated.python.core.impl.executors import remote_executor
@@ -50,8 +65,11 @@ from tensorflow_federated.python.core.impl.executors import remote_executor_grpc
 from tensorflow_federated.python.core.impl.types import placements
 
 __all__ = [
+    'NotSplittableError',
     'WorkerProcess',
     'WorkerStartError',
+    'WorkerUnavailableError',
+    'parse_worker_addresses',
     'running_workers',
     'set_simulation_context',
     'shutdown',
@@ -70,7 +88,7 @@ _START_ATTEMPTS = 3
 _logger = logging.getLogger(__name__)
 _lock = threading.Lock()
 _workers: list['WorkerProcess'] = []
-_default_service: Optional['_LocalWorkerService'] = None
+_default_services: list['_WorkerService'] = []
 
 
 def worker_binary_path() -> str:
@@ -100,6 +118,14 @@ os.execv(sys.argv[2], sys.argv[2:])
 
 class WorkerStartError(RuntimeError):
   """A worker_binary died or hung before it served."""
+
+
+class WorkerUnavailableError(RuntimeError):
+  """A remote worker_binary did not answer: it died, or its address is wrong."""
+
+
+class NotSplittableError(ValueError):
+  """A computation cannot be split across several workers (TFF's mergeable form)."""
 
 
 class WorkerProcess:
@@ -146,6 +172,11 @@ class WorkerProcess:
     tail = self.log_tail()
     self.stop()
     raise WorkerStartError(f'TFF worker_binary on port {self.port} {what}; its log ends: {tail or "(empty)"}')
+
+  @property
+  def address(self) -> str:
+    """`localhost:port`, for `simulation_context(workers=[...])`."""
+    return f'localhost:{self.port}'
 
   @property
   def pid(self) -> int:
@@ -250,13 +281,62 @@ def _at_exit() -> None:
 atexit.register(_at_exit)
 
 
-def _create_context(
-    service: _LocalWorkerService,
-    secure_intrinsics: bool,
-    default_num_clients: int,
-) -> sync_execution_context.SyncExecutionContext:
-  service.stub()  # Start now, from the caller's thread (PDEATHSIG is per thread).
+class _WorkerService(Protocol):
+  """Where a context's executors live: `stub()` for each new executor, `stop()` at the end."""
 
+  def stub(self) -> remote_executor_grpc_stub.RemoteExecutorGrpcStub: ...
+
+  def stop(self) -> None: ...
+
+
+class _RemoteWorker:
+  """A worker_binary someone else started and keeps running, reached at `host:port`."""
+
+  def __init__(self, address: str, connect_timeout: float):
+    self.address = address
+    self._connect_timeout = connect_timeout
+    self._channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
+    self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(self._channel)
+
+  def stub(self) -> remote_executor_grpc_stub.RemoteExecutorGrpcStub:
+    """The stub, once the worker answers; raises `WorkerUnavailableError` if it does not in time.
+
+    TFF asks for a new executor (so calls this) on every retry after a lost
+    connection; without this check it would retry forever.
+    """
+    if self._stub.is_ready:
+      return self._stub
+    try:
+      grpc.channel_ready_future(self._channel).result(timeout=self._connect_timeout)
+    except grpc.FutureTimeoutError:
+      raise WorkerUnavailableError(
+          f'TFF worker at {self.address} did not answer within {self._connect_timeout:g} s: it stopped, or '
+          'nothing serves at that address. A remote worker is not restarted by this program: start it again '
+          '(README, "Remote workers")'
+      ) from None
+    return self._stub
+
+  def stop(self) -> None:
+    self._channel.close()
+
+
+def parse_worker_addresses(workers: Union[str, Sequence[str]]) -> list[str]:
+  """`'host:port,host:port'` or a list of `'host:port'` -> the list, checked."""
+  items = workers.split(',') if isinstance(workers, str) else list(workers)
+  addresses = []
+  for item in items:
+    host, _, port = str(item).strip().rpartition(':')
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+      raise ValueError(f"workers: expected 'host:port' addresses (port 1-65535), got {item!r}")
+    addresses.append(f'{host}:{int(port)}')
+  if not addresses:
+    raise ValueError('workers: expected at least one host:port address')
+  if len(set(addresses)) != len(addresses):
+    raise ValueError(f'workers: each worker once, got {addresses}')
+  return addresses
+
+
+def _executor_factory(service: _WorkerService, default_num_clients: int):
   def stack_fn(cardinalities):
     if cardinalities.get(placements.CLIENTS) is None:
       cardinalities[placements.CLIENTS] = default_num_clients
@@ -264,64 +344,148 @@ def _create_context(
     executor.set_cardinalities(cardinalities)
     return executor
 
-  if secure_intrinsics:
+  return python_executor_stacks.ResourceManagingExecutorFactory(executor_stack_fn=stack_fn)
 
-    def compile_fn(comp):
-      comp = test_compiler.replace_secure_intrinsics_with_bodies(comp)
-      return native_compiler.desugar_and_transform_to_native(comp)
 
-  else:
-    compile_fn = native_compiler.desugar_and_transform_to_native
+def _without_secure_intrinsics(comp: computation_impl.ConcreteComputation) -> computation_impl.ConcreteComputation:
+  """`comp` with `tff.federated_secure_sum*` as plain sums (TFF's test compiler), Python containers kept."""
+  return computation_impl.ConcreteComputation.with_type(
+      test_compiler.replace_secure_intrinsics_with_bodies(comp), comp.type_signature
+  )
 
-  return sync_execution_context.SyncExecutionContext(
-      executor_fn=python_executor_stacks.ResourceManagingExecutorFactory(
-          executor_stack_fn=stack_fn
-      ),
-      compiler_fn=compile_fn,
+
+def _native_compiler(secure_intrinsics: bool):
+  if not secure_intrinsics:
+    return native_compiler.desugar_and_transform_to_native
+  return lambda comp: native_compiler.desugar_and_transform_to_native(_without_secure_intrinsics(comp))
+
+
+def _mergeable_compiler(secure_intrinsics: bool):
+  def compile_fn(comp):
+    if secure_intrinsics:
+      comp = _without_secure_intrinsics(comp)
+    try:
+      return mergeable_comp_compiler.compile_to_mergeable_comp_form(comp)
+    except ValueError as error:
+      raise NotSplittableError(
+          f'this computation cannot be split across several TFF workers: {error} (TFF splits only '
+          'computations whose aggregations do not depend on one another); run it with one worker'
+      ) from error
+
+  return compile_fn
+
+
+def _context_kwargs(service: _WorkerService, secure_intrinsics: bool, default_num_clients: int) -> dict:
+  return dict(
+      executor_fn=_executor_factory(service, default_num_clients),
+      compiler_fn=_native_compiler(secure_intrinsics),
       transform_args=tensorflow_computation.transform_args,
       transform_result=tensorflow_computation.transform_result,
   )
 
 
+def _create_context(
+    services: Sequence[_WorkerService],
+    secure_intrinsics: bool,
+    default_num_clients: int,
+) -> context_base.SyncContext:
+  """One worker: TFF's usual context on it. Several: clients split across them."""
+  for service in services:
+    service.stub()  # A local worker starts now, from the caller's thread (PDEATHSIG is per thread).
+  if len(services) == 1:
+    return sync_execution_context.SyncExecutionContext(
+        **_context_kwargs(services[0], secure_intrinsics, default_num_clients)
+    )
+  return mergeable_comp_execution_context.MergeableCompExecutionContext(
+      async_contexts=[
+          async_execution_context.AsyncExecutionContext(
+              **_context_kwargs(service, secure_intrinsics, default_num_clients)
+          )
+          for service in services
+      ],
+      compiler_fn=_mergeable_compiler(secure_intrinsics),
+  )
+
+
+def _services(
+    workers: Optional[Union[str, Sequence[str]]],
+    max_concurrent_computation_calls: int,
+    connect_timeout: float,
+) -> list[_WorkerService]:
+  if workers is None:
+    return [_LocalWorkerService(max_concurrent_computation_calls)]
+  if max_concurrent_computation_calls != -1:
+    raise ValueError(
+        'max_concurrent_computation_calls applies to a local worker; give remote workers the flag '
+        '--max_concurrent_computation_calls where you start them'
+    )
+  if not connect_timeout > 0:
+    raise ValueError(f'connect_timeout must be > 0 seconds, got {connect_timeout}')
+  return [_RemoteWorker(address, connect_timeout) for address in parse_worker_addresses(workers)]
+
+
+def _stop_all(services: Sequence[_WorkerService]) -> None:
+  for service in services:
+    service.stop()
+
+
 def set_simulation_context(
     *,
+    workers: Optional[Union[str, Sequence[str]]] = None,
     secure_intrinsics: bool = True,
     default_num_clients: int = 0,
     max_concurrent_computation_calls: int = -1,
+    connect_timeout: float = 30.0,
 ) -> None:
-  """Sets TFF's default context to a local C++ worker that this module owns.
+  """Sets TFF's default context to a local C++ worker that this module owns, or to remote workers.
 
   Calling it again replaces the context and stops the previous one's worker
   (notebook cells can be re-run).
 
   Args:
+    workers: None to start (and own) a local worker_binary; or the addresses
+      (`'host:port'`, a list or one comma-separated string) of worker_binaries
+      already running, which are then used instead. Several workers split
+      each computation's clients among them (see the module docstring).
     secure_intrinsics: Simulate `tff.federated_secure_sum*` with plain sums
       (TFF's test compiler). Without it, computations that use secure
       aggregation fail to execute.
     default_num_clients: Number of clients when a computation cannot infer it.
-    max_concurrent_computation_calls: Passed to the worker; -1 for no limit.
+    max_concurrent_computation_calls: Passed to a local worker; -1 for no
+      limit. Remote workers take it as a flag where they are started.
+    connect_timeout: Seconds to wait for a remote worker to answer (at the
+      start, and when a connection is lost) before `WorkerUnavailableError`.
   """
-  global _default_service
-  service = _LocalWorkerService(max_concurrent_computation_calls)
-  context = _create_context(service, secure_intrinsics, default_num_clients)
+  services = _services(workers, max_concurrent_computation_calls, connect_timeout)
+  try:
+    context = _create_context(services, secure_intrinsics, default_num_clients)
+  except BaseException:
+    _stop_all(services)
+    raise
   context_stack_impl.context_stack.set_default_context(context)
-  previous, _default_service = _default_service, service
-  if previous is not None:
-    previous.stop()
+  previous = list(_default_services)
+  _default_services[:] = services
+  _stop_all(previous)
 
 
 @contextlib.contextmanager
 def simulation_context(
     *,
+    workers: Optional[Union[str, Sequence[str]]] = None,
     secure_intrinsics: bool = True,
     default_num_clients: int = 0,
     max_concurrent_computation_calls: int = -1,
+    connect_timeout: float = 30.0,
 ) -> Iterator[None]:
-  """Runs the body in a fresh simulation context; stops its worker on exit."""
-  service = _LocalWorkerService(max_concurrent_computation_calls)
+  """Runs the body in a fresh context (a local worker, or `workers`); stops a local worker on exit.
+
+  Arguments as for `set_simulation_context`.
+  """
+  services = _services(workers, max_concurrent_computation_calls, connect_timeout)
   try:
-    context = _create_context(service, secure_intrinsics, default_num_clients)
+    context = _create_context(services, secure_intrinsics, default_num_clients)
     with context_stack_impl.context_stack.install(context):
       yield
   finally:
-    service.stop()
+    _stop_all(services)
+

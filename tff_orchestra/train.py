@@ -26,6 +26,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -413,8 +414,22 @@ def evaluate(config: TrainConfig, split: data_lib.FederatedSplit, initial_weight
   return rows
 
 
-def run(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-  """Trains (or resumes) a run and evaluates it. Returns metrics rows and the table."""
+def run(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    workers: Optional[Sequence[str]] = None,
+    worker_timeout: float = 30.0,
+) -> dict[str, Any]:
+  """Trains (or resumes) a run and evaluates it. Returns metrics rows and the table.
+
+  `workers` (`'host:port'` addresses of running TFF worker_binaries) run it
+  there instead of on a local worker (`runtime.simulation_context`); they are
+  not part of the run's identity, so a resumed run may use other workers. A
+  worker that stops answering for `worker_timeout` seconds raises
+  `runtime.WorkerUnavailableError`; every round before it is checkpointed.
+  """
   config.validate()
   split = load_split(config)
   start_round, rows = prepare_output_dir(config, resume)
@@ -430,7 +445,7 @@ def run(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> 
     tqdm.write(f'note: {warning.message}')
 
   input_shape = split.train_images.shape[1:]
-  with runtime.simulation_context():
+  with runtime.simulation_context(workers=workers, connect_timeout=worker_timeout):
     process = orchestra.build_orchestra_process(
         input_shape, encoder=config.encoder, config=config.orchestra_config(),
         client_weighting=CLIENT_WEIGHTINGS[config.client_weighting],

@@ -1,0 +1,139 @@
+"""Remote TFF workers: clients split across two loopback worker_binaries, and workers that stop answering."""
+
+import warnings
+
+import numpy as np
+import portpicker
+import pytest
+import tensorflow as tf
+import tensorflow_federated as tff
+
+from tests.orchestra.test_learner import CONFIG
+from tests.orchestra.test_learner import SHAPE
+from tests.orchestra.test_learner import _client_datasets
+from tff_orchestra import aggregators as agg
+from tff_orchestra import orchestra
+from tff_orchestra import runtime
+
+
+def _start_workers(count):
+  workers = []
+  try:
+    for _ in range(count):
+      workers.append(runtime.WorkerProcess())
+  except BaseException:
+    for worker in workers:
+      worker.stop()
+    raise
+  return workers
+
+
+@pytest.fixture(scope='module')
+def two_workers():
+  workers = _start_workers(2)
+  try:
+    yield [worker.address for worker in workers]
+  finally:
+    for worker in workers:
+      worker.stop()
+
+
+def _chain(max_clients):
+  """The three factories chained, with zero noise: random only in fixed-point rounding (~1e-7)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', UserWarning)
+    return agg.chain(
+        agg.ClusterQualityWeighting(2, sketch_dim=64),
+        agg.GaussianNoise(0.0, clip=100.0, expected_clients_per_round=max_clients),
+        agg.SecureFixedPointSum(100.0, bits=30, max_clients=max_clients),
+    )
+
+
+@tff.federated_computation(tff.FederatedType(np.float32, tff.CLIENTS))
+def _dependent_sums(values):
+  """Sum of x * sum(x): its second aggregation needs the first's result."""
+  total = tff.federated_sum(values)
+  scale = tff.tensorflow.computation(lambda x, s: x * s)
+  return tff.federated_sum(tff.federated_map(scale, (values, tff.federated_broadcast(total))))
+
+
+def test_worker_addresses_are_checked():
+  assert runtime.parse_worker_addresses('a:1, b.example.org:65535') == ['a:1', 'b.example.org:65535']
+  assert runtime.parse_worker_addresses(['[::1]:8000']) == ['[::1]:8000']
+  for bad in ('a', 'a:', ':80', 'a:0', 'a:70000', 'a:x', 'a:1,a:1', ''):
+    with pytest.raises(ValueError, match='workers'):
+      runtime.parse_worker_addresses(bad)
+  with pytest.raises(ValueError, match='max_concurrent_computation_calls'):
+    runtime.set_simulation_context(workers='a:1', max_concurrent_computation_calls=2)
+  with pytest.raises(ValueError, match='connect_timeout'):
+    runtime.set_simulation_context(workers='a:1', connect_timeout=0)
+
+
+def test_an_aggregation_process_split_across_two_workers_equals_a_local_run(two_workers):
+  value_type = tff.TensorType(np.float32, [3])
+  values = [np.array([i, -i, 0.5 * i], np.float32) for i in range(1, 6)]
+  weights = [1.0, 2.0, 3.0, 4.0, 5.0]
+
+  def rounds():
+    process = _chain(max_clients=5).create(value_type, tff.TensorType(np.float32))
+    state, results = process.initialize(), []
+    for _ in range(3):
+      output = process.next(state, values, weights)
+      state = output.state
+      results.append(output.result)
+    return results, output.measurements
+
+  local_results, local_measurements = rounds()
+  with runtime.simulation_context(workers=two_workers):
+    remote_results, remote_measurements = rounds()
+  np.testing.assert_allclose(remote_results, local_results, rtol=1e-5, atol=1e-5)
+  tf.nest.map_structure(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5), local_measurements, remote_measurements
+  )
+
+
+def test_orchestra_rounds_split_across_two_workers_equal_a_local_run(two_workers):
+  data = _client_datasets(4)
+
+  def rounds():
+    process = orchestra.build_orchestra_process(SHAPE, config=CONFIG, model_update_aggregation_factory=_chain(4))
+    state = process.initialize()
+    for _ in range(3):
+      output = process.next(state, data)
+      state = output.state
+    weights = process.get_model_weights(state)
+    return weights.trainable + weights.non_trainable, orchestra.global_centroids(state), output.metrics
+
+  local = rounds()
+  with runtime.simulation_context(workers=two_workers):
+    remote = rounds()
+  assert remote[2]['client_work']['train']['examples'] == 160.0
+  tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), local, remote)
+
+
+def test_dependent_aggregations_run_on_one_worker_and_are_refused_by_two(two_workers):
+  with runtime.simulation_context(workers=two_workers[:1]):
+    assert _dependent_sums([1.0, 2.0, 3.0]) == 36.0
+  with runtime.simulation_context(workers=two_workers):
+    with pytest.raises(runtime.NotSplittableError, match='cannot be split across several TFF workers.*one worker'):
+      _dependent_sums([1.0, 2.0, 3.0])
+
+
+def test_an_unreachable_worker_is_named():
+  address = f'localhost:{portpicker.pick_unused_port()}'
+  with pytest.raises(runtime.WorkerUnavailableError, match=f'{address} did not answer within 0.5 s'):
+    runtime.set_simulation_context(workers=[address], connect_timeout=0.5)
+
+
+def test_a_remote_worker_that_dies_is_named_instead_of_retried_forever():
+  workers = _start_workers(2)
+  try:
+    with runtime.simulation_context(workers=[w.address for w in workers], connect_timeout=1.0):
+      total = tff.federated_computation(lambda x: tff.federated_sum(x), tff.FederatedType(np.float32, tff.CLIENTS))
+      assert total([1.0, 2.0, 4.0]) == 7.0
+      workers[1].stop()
+      with pytest.raises(runtime.WorkerUnavailableError, match=f'{workers[1].address} did not answer'):
+        total([1.0, 2.0, 4.0])
+  finally:
+    for worker in workers:
+      worker.stop()
