@@ -89,3 +89,16 @@ def test_scaling_smoke(tmp_path):
   for sweep in ('clients_sweep', 'model_size_sweep'):
     assert len(report[sweep]['fit']['relative_deviation']) == 2
     assert all(row['worker_peak_rss_mib'] > 0 for row in report[sweep]['rows'])
+
+
+@pytest.mark.slow
+def test_remote_workers_smoke(tmp_path):
+  report, stdout = _run(
+      'remote_workers.py', '--clients', '4', '--local-epochs', '1', '--rounds', '1', '--warmup', '0',
+      *TINY_ORCHESTRA, json_path=tmp_path / 'remote.json',
+  )
+  assert [row['setting'] for row in report['results']] == ['local', '1 remote', '2 remote']
+  assert [len(row['worker_cpu_seconds_per_round']) for row in report['results']] == [1, 1, 2]
+  for row in report['results']:
+    assert row['round_seconds'] > 0 and all(cpu > 0 for cpu in row['worker_cpu_seconds_per_round'])
+  assert stdout.count('worker CPU') == 3

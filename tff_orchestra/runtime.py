@@ -32,6 +32,7 @@ intrinsics, because it inspects the computation before this compilation.
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import logging
@@ -48,6 +49,7 @@ from typing import Optional, Protocol, Union
 import grpc
 import portpicker
 import tensorflow_federated as tff
+from tensorflow_federated.python.common_libs import async_utils
 from tensorflow_federated.python.core.backends.native import compiler as native_compiler
 from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.backends.test import compiler as test_compiler
@@ -297,6 +299,7 @@ class _RemoteWorker:
     self._connect_timeout = connect_timeout
     self._channel = grpc.insecure_channel(address, _GRPC_OPTIONS)
     self._stub = remote_executor_grpc_stub.RemoteExecutorGrpcStub(self._channel)
+    self._connect_requested_at = -float('inf')
 
   def stub(self) -> remote_executor_grpc_stub.RemoteExecutorGrpcStub:
     """The stub, once the worker answers; raises `WorkerUnavailableError` if it does not in time.
@@ -306,6 +309,7 @@ class _RemoteWorker:
     """
     if self._stub.is_ready:
       return self._stub
+    self._connect_requested_at = time.monotonic()
     try:
       grpc.channel_ready_future(self._channel).result(timeout=self._connect_timeout)
     except grpc.FutureTimeoutError:
@@ -317,6 +321,9 @@ class _RemoteWorker:
     return self._stub
 
   def stop(self) -> None:
+    # gRPC's connectivity-polling thread picks up a requested connection
+    # attempt within 0.2 s, and raises if the channel closed in between.
+    time.sleep(max(0.0, self._connect_requested_at + 0.3 - time.monotonic()))
     self._channel.close()
 
 
@@ -375,6 +382,24 @@ def _mergeable_compiler(secure_intrinsics: bool):
   return compile_fn
 
 
+class _OnItsOwnThread(context_base.AsyncContext):
+  """An async context whose calls run on an event loop (and thread) of its own.
+
+  TFF 0.87's `RemoteExecutor` makes blocking gRPC calls inside its coroutines
+  (its TODO b/134543154), so contexts sharing one event loop, as in TFF's
+  `MergeableCompExecutionContext`, wait for one another: two workers would run
+  their subrounds one after the other. Here each worker's calls block only
+  their own thread, and the subrounds run at the same time.
+  """
+
+  def __init__(self, context: context_base.AsyncContext):
+    self._context = context
+    self._runner = async_utils.AsyncThreadRunner()
+
+  async def invoke(self, comp, arg):
+    return await asyncio.to_thread(self._runner.run_coro_and_return_result, self._context.invoke(comp, arg))
+
+
 def _context_kwargs(service: _WorkerService, secure_intrinsics: bool, default_num_clients: int) -> dict:
   return dict(
       executor_fn=_executor_factory(service, default_num_clients),
@@ -398,8 +423,10 @@ def _create_context(
     )
   return mergeable_comp_execution_context.MergeableCompExecutionContext(
       async_contexts=[
-          async_execution_context.AsyncExecutionContext(
-              **_context_kwargs(service, secure_intrinsics, default_num_clients)
+          _OnItsOwnThread(
+              async_execution_context.AsyncExecutionContext(
+                  **_context_kwargs(service, secure_intrinsics, default_num_clients)
+              )
           )
           for service in services
       ],
