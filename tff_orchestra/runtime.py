@@ -32,8 +32,8 @@ intrinsics, because it inspects the computation before this compilation.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -49,7 +49,7 @@ from typing import Optional, Protocol, Union
 import grpc
 import portpicker
 import tensorflow_federated as tff
-from tensorflow_federated.python.common_libs import async_utils
+from tensorflow_federated.python.common_libs import structure
 from tensorflow_federated.python.core.backends.native import compiler as native_compiler
 from tensorflow_federated.python.core.backends.native import mergeable_comp_compiler
 from tensorflow_federated.python.core.backends.test import compiler as test_compiler
@@ -58,13 +58,16 @@ from tensorflow_federated.python.core.impl.computation import computation_impl
 from tensorflow_federated.python.core.impl.context_stack import context_base
 from tensorflow_federated.python.core.impl.context_stack import context_stack_impl
 from tensorflow_federated.python.core.impl.context_stack import runtime_error_context
-from tensorflow_federated.python.core.impl.execution_contexts import async_execution_context
+from tensorflow_federated.python.core.impl.execution_contexts import compiler_pipeline
 from tensorflow_federated.python.core.impl.execution_contexts import mergeable_comp_execution_context
 from tensorflow_federated.python.core.impl.execution_contexts import sync_execution_context
 from tensorflow_federated.python.core.impl.executor_stacks import python_executor_stacks
 from tensorflow_federated.python.core.impl.executors import remote_executor
 from tensorflow_federated.python.core.impl.executors import remote_executor_grpc_stub
+from tensorflow_federated.python.core.impl.types import computation_types
 from tensorflow_federated.python.core.impl.types import placements
+from tensorflow_federated.python.core.impl.types import type_analysis
+from tensorflow_federated.python.core.impl.types import type_conversions
 
 __all__ = [
     'NotSplittableError',
@@ -382,22 +385,55 @@ def _mergeable_compiler(secure_intrinsics: bool):
   return compile_fn
 
 
-class _OnItsOwnThread(context_base.AsyncContext):
-  """An async context whose calls run on an event loop (and thread) of its own.
+class _SplitAcrossWorkers(context_base.SyncContext):
+  """Runs each computation with its clients split across several workers.
 
-  TFF 0.87's `RemoteExecutor` makes blocking gRPC calls inside its coroutines
-  (its TODO b/134543154), so contexts sharing one event loop, as in TFF's
-  `MergeableCompExecutionContext`, wait for one another: two workers would run
-  their subrounds one after the other. Here each worker's calls block only
-  their own thread, and the subrounds run at the same time.
+  The computation is compiled to TFF's mergeable form (`up_to_merge`, `merge`,
+  `after_merge`): every worker runs `up_to_merge` on its share of the
+  clients, the partial aggregates are merged, and `after_merge` runs once (or
+  on every share, when it returns values placed at the clients). This is what
+  TFF's `MergeableCompExecutionContext` does, with two differences:
+
+  * the shares run on a thread each: TFF 0.87's `RemoteExecutor` makes
+    blocking gRPC calls inside its coroutines (its TODO b/134543154), so TFF's
+    context, whose workers share one event loop, runs them one after another;
+  * partial aggregates merge in worker order, not in the order they finish,
+    so the floating-point sums, and the order in which Orchestra's local
+    centroids are collected, do not depend on timing.
   """
 
-  def __init__(self, context: context_base.AsyncContext):
-    self._context = context
-    self._runner = async_utils.AsyncThreadRunner()
+  def __init__(self, contexts: Sequence[context_base.SyncContext], secure_intrinsics: bool):
+    self._contexts = list(contexts)
+    self._compiler = compiler_pipeline.CompilerPipeline(_mergeable_compiler(secure_intrinsics))
 
-  async def invoke(self, comp, arg):
-    return await asyncio.to_thread(self._runner.run_coro_and_return_result, self._context.invoke(comp, arg))
+  def invoke(self, comp, arg):
+    form = self._compiler.compile(comp)
+    if arg is None:
+      shares = [None] * len(self._contexts)
+    else:
+      shares = mergeable_comp_execution_context._split_value_into_subrounds(  # pylint: disable=protected-access
+          arg, form.up_to_merge.type_signature.parameter, len(self._contexts)
+      )
+    contexts = self._contexts[: len(shares)]
+    with concurrent.futures.ThreadPoolExecutor(len(contexts)) as pool:
+      partials = list(pool.map(lambda context, share: context.invoke(form.up_to_merge, share), contexts, shares))
+      merged = partials[0]
+      for partial in partials[1:]:
+        merged = contexts[0].invoke(form.merge, structure.Struct.unnamed(merged, partial))
+
+      def after_merge(context, share):
+        return context.invoke(form.after_merge, merged if share is None else structure.Struct.unnamed(share, merged))
+
+      result_type = form.after_merge.type_signature.result
+      if type_analysis.contains_only(
+          result_type, lambda t: not isinstance(t, computation_types.FederatedType) or t.all_equal
+      ):
+        result = after_merge(contexts[0], shares[0])
+      else:
+        result = mergeable_comp_execution_context._repackage_partitioned_values(  # pylint: disable=protected-access
+            list(pool.map(after_merge, contexts, shares)), result_type
+        )
+    return type_conversions.type_to_py_container(result, result_type)
 
 
 def _context_kwargs(service: _WorkerService, secure_intrinsics: bool, default_num_clients: int) -> dict:
@@ -421,16 +457,14 @@ def _create_context(
     return sync_execution_context.SyncExecutionContext(
         **_context_kwargs(services[0], secure_intrinsics, default_num_clients)
     )
-  return mergeable_comp_execution_context.MergeableCompExecutionContext(
-      async_contexts=[
-          _OnItsOwnThread(
-              async_execution_context.AsyncExecutionContext(
-                  **_context_kwargs(service, secure_intrinsics, default_num_clients)
-              )
+  return _SplitAcrossWorkers(
+      [
+          sync_execution_context.SyncExecutionContext(
+              **_context_kwargs(service, secure_intrinsics, default_num_clients)
           )
           for service in services
       ],
-      compiler_fn=_mergeable_compiler(secure_intrinsics),
+      secure_intrinsics,
   )
 
 

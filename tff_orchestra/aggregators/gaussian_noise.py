@@ -10,10 +10,10 @@ inner factory, and Gaussian noise of std `noise_multiplier * clip` is added:
   adds noise of std `noise_multiplier * clip / sqrt(expected_clients_per_round)`
   before the inner sum, so the sum carries the full noise and the server never
   sees an un-noised sum. Pair it with a secure inner sum (`SecureFixedPointSum`).
-  If fewer clients than expected take part, the sum carries less noise: the
-  `noise_stddev` measurement reports what this round really had. The
-  reported `epsilon` does NOT account for that yet (it assumes the full
-  noise), so with dropouts and distributed noise it understates the loss.
+  If m < expected clients take part, the sum carries less noise, noise
+  multiplier `noise_multiplier * sqrt(m / expected)`: `noise_stddev` reports
+  it, and the accountant charges each round at the noise it really had (the
+  state counts rounds by participants; see `dp_event`).
 
 The guarantee is (epsilon, target_delta)-DP with respect to adding or removing
 one client's whole contribution, under the sampling assumption: Poisson
@@ -84,8 +84,10 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
   """`UnweightedAggregationFactory`: clip, sum (inner factory), add Gaussian noise.
 
   State (`OrderedDict`): `clip` (the clip norm of the next round), `rounds`
-  (rounds accounted so far), `inner_agg` (the inner factory's state) and
-  `statistics_agg` (state of the factory summing the clipping statistics).
+  (rounds accounted so far), with distributed noise `rounds_by_participants`
+  (int64 [expected + 1]: rounds in which m clients took part, more than
+  expected counted at `expected`), `inner_agg` (the inner factory's state)
+  and `statistics_agg` (state of the factory summing the clipping statistics).
 
   Measurements (`OrderedDict`): `dp` (the inner factory's measurements),
   `clip`, `noise_stddev` (std of the noise the released sum carries),
@@ -239,16 +241,23 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
     )
 
   def dp_event(self, state) -> dp_accounting.DpEvent:
-    """The `dp_accounting.DpEvent` of all rounds recorded in `state`."""
+    """The `dp_accounting.DpEvent` of all rounds recorded in `state`.
+
+    Central noise: `rounds` Gaussian rounds at `noise_multiplier`. Distributed:
+    for each m, `rounds_by_participants[m]` rounds at `noise_multiplier *
+    sqrt(m / expected)`.
+    """
+    if self._placement == 'distributed':
+      return privacy_accounting.distributed_training_event(
+          self._noise_multiplier, self.sampling_probability, np.asarray(state['rounds_by_participants'])
+      )
     return privacy_accounting.training_event(
         self._noise_multiplier, self.sampling_probability, int(state['rounds'])
     )
 
   def epsilon(self, state) -> float:
-    """Epsilon at `target_delta` after the rounds in `state` (Python side)."""
-    return privacy_accounting.epsilon_python(
-        self._noise_multiplier, self.sampling_probability, int(state['rounds']), self._target_delta
-    )
+    """Epsilon at `target_delta` after the rounds in `state` (Python side, dp_accounting)."""
+    return privacy_accounting.epsilon_of_event(self.dp_event(state), self._target_delta)
 
   def create(self, value_type: tff.Type) -> tff.templates.AggregationProcess:
     _checks.check_float_value_type(value_type, 'GaussianNoise')
@@ -261,7 +270,12 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
     expected = float(self._expected) if self._expected is not None else 1.0
     # Distributed: each client's share, so `expected` shares sum to the full noise.
     share = 1.0 / math.sqrt(expected) if distributed else 0.0
-    rdp_one_round = privacy_accounting.rdp_per_round(self._noise_multiplier, self.sampling_probability)
+    if distributed:
+      rdp_table = privacy_accounting.rdp_by_participants(
+          self._noise_multiplier, self.sampling_probability, self._expected
+      )
+    else:
+      rdp_one_round = privacy_accounting.rdp_per_round(self._noise_multiplier, self.sampling_probability)
     target_delta = self._target_delta
     max_epsilon = self._max_epsilon
     output_mean = self._output == 'mean'
@@ -321,25 +335,45 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
       clipped_fraction = tf.math.divide_no_nan(statistics['clipped'], participants)
       return summed, next_clip, noise_std, clipped_fraction
 
-    @tff.tensorflow.computation(np.int64)
-    def account(rounds):
-      epsilon = privacy_accounting.epsilon_in_graph(rdp_one_round, rounds, target_delta)
+    def budget(epsilon):
       if max_epsilon is None:
         return epsilon, tf.constant(False)
       return epsilon, epsilon > max_epsilon
 
+    if distributed:
+      by_participants_type = tff.TensorType(np.int64, [self._expected + 1])
+
+      @tff.tensorflow.computation(by_participants_type, np.float32)
+      def count_round(rounds_by_participants, participants):
+        m = tf.clip_by_value(tf.cast(tf.round(participants), tf.int64), 0, self._expected)
+        return rounds_by_participants + tf.one_hot(m, self._expected + 1, dtype=tf.int64)
+
+      @tff.tensorflow.computation(by_participants_type)
+      def account(rounds_by_participants):
+        return budget(
+            privacy_accounting.epsilon_by_participants_in_graph(rdp_table, rounds_by_participants, target_delta)
+        )
+
+    else:
+
+      @tff.tensorflow.computation(np.int64)
+      def account(rounds):
+        return budget(privacy_accounting.epsilon_in_graph(rdp_one_round, rounds, target_delta))
+
     @tff.federated_computation()
     def init_fn():
-      return tff.federated_zip(
-          collections.OrderedDict(
-              clip=tff.federated_value(np.float32(initial_clip), tff.SERVER),
-              rounds=tff.federated_value(np.int64(0), tff.SERVER),
-              inner_agg=inner_process.initialize(),
-              statistics_agg=statistics_process.initialize(),
-          )
+      state = collections.OrderedDict(
+          clip=tff.federated_value(np.float32(initial_clip), tff.SERVER),
+          rounds=tff.federated_value(np.int64(0), tff.SERVER),
       )
+      if distributed:
+        state['rounds_by_participants'] = tff.federated_value(np.zeros(self._expected + 1, np.int64), tff.SERVER)
+      state['inner_agg'] = inner_process.initialize()
+      state['statistics_agg'] = statistics_process.initialize()
+      return tff.federated_zip(state)
 
     increment = tff.tensorflow.computation(lambda r: r + 1, np.int64)
+    select_participants = tff.tensorflow.computation(lambda statistics: statistics['participants'], statistics_type)
 
     @tff.federated_computation(init_fn.type_signature.result, tff.FederatedType(value_type, tff.CLIENTS))
     def next_fn(state, value):
@@ -351,7 +385,12 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
           finish_on_server, (inner_output.result, clip, statistics_output.result)
       )
       rounds = tff.federated_map(increment, state.rounds)
-      epsilon, exhausted = tff.federated_map(account, rounds)
+      if distributed:
+        participants = tff.federated_map(select_participants, statistics_output.result)
+        rounds_by_participants = tff.federated_map(count_round, (state.rounds_by_participants, participants))
+        epsilon, exhausted = tff.federated_map(account, rounds_by_participants)
+      else:
+        epsilon, exhausted = tff.federated_map(account, rounds)
       measurements = collections.OrderedDict(
           dp=inner_output.measurements,
           clip=clip,
@@ -363,12 +402,11 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
       )
       if max_epsilon is not None:
         measurements['budget_exhausted'] = exhausted
-      new_state = collections.OrderedDict(
-          clip=next_clip,
-          rounds=rounds,
-          inner_agg=inner_output.state,
-          statistics_agg=statistics_output.state,
-      )
+      new_state = collections.OrderedDict(clip=next_clip, rounds=rounds)
+      if distributed:
+        new_state['rounds_by_participants'] = rounds_by_participants
+      new_state['inner_agg'] = inner_output.state
+      new_state['statistics_agg'] = statistics_output.state
       return tff.templates.MeasuredProcessOutput(
           tff.federated_zip(new_state), result, tff.federated_zip(measurements)
       )
