@@ -8,6 +8,8 @@ import pytest
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tests.aggregators.test_fed_avg_integration import _client_data
+from tests.aggregators.test_fed_avg_integration import _model_fn
 from tests.orchestra.test_learner import CONFIG
 from tests.orchestra.test_learner import SHAPE
 from tests.orchestra.test_learner import _client_datasets
@@ -119,6 +121,27 @@ def test_orchestra_rounds_split_across_two_workers_equal_a_local_run(two_workers
   with runtime.simulation_context(workers=two_workers):
     again = rounds()
   tf.nest.map_structure(np.testing.assert_array_equal, remote, again)  # partial aggregates merge in worker order
+
+
+def test_tff_federated_averaging_with_our_factory_splits_across_two_workers(two_workers):
+  with warnings.catch_warnings():
+    warnings.simplefilter('ignore', UserWarning)
+    factory = agg.chain(agg.ClusterQualityWeighting(2), agg.GaussianNoise(0.0, 5.0, expected_clients_per_round=4))
+
+  def rounds():
+    process = tff.learning.algorithms.build_weighted_fed_avg(
+        _model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1), model_aggregator=factory
+    )
+    state = process.initialize()
+    for _ in range(2):
+      output = process.next(state, _client_data())
+      state = output.state
+    return process.get_model_weights(state).trainable, output.metrics['client_work']['train']['loss']
+
+  local = rounds()
+  with runtime.simulation_context(workers=two_workers):
+    remote = rounds()
+  tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), local, remote)
 
 
 def test_dependent_aggregations_run_on_one_worker_and_are_refused_by_two(two_workers):

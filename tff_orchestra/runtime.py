@@ -17,12 +17,13 @@ Use `set_simulation_context()` once at program start, or
 `workers=['host:port', ...]` runs computations on worker_binaries that someone
 else started (other hosts; README "Remote workers") instead of a local one.
 With several workers, each computation is compiled to TFF's mergeable form and
-its clients are split across the workers (TFF's
-`MergeableCompExecutionContext`): every worker runs the client work of its
-share of the clients up to the aggregation, the partial aggregates are merged,
-and one worker runs the server work after it. A remote worker that stops
-answering is not ours to restart: the call raises `WorkerUnavailableError`
-naming it (after `connect_timeout` seconds), instead of TFF's endless retries.
+its clients are split across the workers: every worker runs the client work of
+its share of the clients up to the aggregation, the partial aggregates are
+merged, and one worker runs the server work after it (`_SplitAcrossWorkers`).
+A remote worker that stops answering is not ours to restart: the call raises
+`WorkerUnavailableError` naming it (after `connect_timeout` seconds), instead
+of TFF's endless retries.
+
 `secure_intrinsics=True` (the default) compiles `tff.federated_secure_sum*`
 into plain sums, as TFF's test context does: the only way to run secure
 aggregation in a single-process simulation. The static check

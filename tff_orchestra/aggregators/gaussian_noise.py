@@ -270,9 +270,10 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
     expected = float(self._expected) if self._expected is not None else 1.0
     # Distributed: each client's share, so `expected` shares sum to the full noise.
     share = 1.0 / math.sqrt(expected) if distributed else 0.0
+    expected_clients = self._expected
     if distributed:
       rdp_table = privacy_accounting.rdp_by_participants(
-          self._noise_multiplier, self.sampling_probability, self._expected
+          self._noise_multiplier, self.sampling_probability, expected_clients
       )
     else:
       rdp_one_round = privacy_accounting.rdp_per_round(self._noise_multiplier, self.sampling_probability)
@@ -341,12 +342,12 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
       return epsilon, epsilon > max_epsilon
 
     if distributed:
-      by_participants_type = tff.TensorType(np.int64, [self._expected + 1])
+      by_participants_type = tff.TensorType(np.int64, [expected_clients + 1])
 
       @tff.tensorflow.computation(by_participants_type, np.float32)
       def count_round(rounds_by_participants, participants):
-        m = tf.clip_by_value(tf.cast(tf.round(participants), tf.int64), 0, self._expected)
-        return rounds_by_participants + tf.one_hot(m, self._expected + 1, dtype=tf.int64)
+        m = tf.clip_by_value(tf.cast(tf.round(participants), tf.int64), 0, expected_clients)
+        return rounds_by_participants + tf.one_hot(m, expected_clients + 1, dtype=tf.int64)
 
       @tff.tensorflow.computation(by_participants_type)
       def account(rounds_by_participants):
@@ -367,7 +368,7 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
           rounds=tff.federated_value(np.int64(0), tff.SERVER),
       )
       if distributed:
-        state['rounds_by_participants'] = tff.federated_value(np.zeros(self._expected + 1, np.int64), tff.SERVER)
+        state['rounds_by_participants'] = tff.federated_value(np.zeros(expected_clients + 1, np.int64), tff.SERVER)
       state['inner_agg'] = inner_process.initialize()
       state['statistics_agg'] = statistics_process.initialize()
       return tff.federated_zip(state)
