@@ -192,6 +192,9 @@ def test_resume_continues_after_the_last_checkpoint(tmp_path):
         (['--dataset', 'cifar10'], 'needs --data-dir'),
         (['--dataset', 'cifar10', '--data-dir', '/nonexistent'], '/nonexistent'),
         (['--encoder', 'vgg'], "unknown encoder 'vgg'"),
+        (['--workers', 'nohost'], "argument --workers: expected 'host:port' addresses (port 1-65535), got 'nohost'"),
+        (['--workers', 'a:1,a:1'], 'argument --workers: each worker once'),
+        (['--worker-timeout', '0'], 'must be a number > 0'),
     ],
 )
 def test_bad_input_is_one_error_line_and_writes_nothing(arguments, message, tmp_path, capsys):
