@@ -76,8 +76,9 @@ def test_an_aggregation_process_split_across_two_workers_equals_a_local_run(two_
   values = [np.array([i, -i, 0.5 * i], np.float32) for i in range(1, 6)]
   weights = [1.0, 2.0, 3.0, 4.0, 5.0]
 
+  process = _chain(max_clients=5).create(value_type, tff.TensorType(np.float32))
+
   def rounds():
-    process = _chain(max_clients=5).create(value_type, tff.TensorType(np.float32))
     state, results = process.initialize(), []
     for _ in range(3):
       output = process.next(state, values, weights)
@@ -104,8 +105,9 @@ def test_orchestra_rounds_split_across_two_workers_equal_a_local_run(two_workers
         agg.ClusterQualityWeighting(2, sketch_dim=64), agg.GaussianNoise(0.0, clip=100.0, expected_clients_per_round=4)
     )
 
+  process = orchestra.build_orchestra_process(SHAPE, config=CONFIG, model_update_aggregation_factory=factory)
+
   def rounds():
-    process = orchestra.build_orchestra_process(SHAPE, config=CONFIG, model_update_aggregation_factory=factory)
     state = process.initialize()
     for _ in range(3):
       output = process.next(state, data)
@@ -116,10 +118,9 @@ def test_orchestra_rounds_split_across_two_workers_equal_a_local_run(two_workers
   local = rounds()
   with runtime.simulation_context(workers=two_workers):
     remote = rounds()
+    again = rounds()
   assert remote[2]['client_work']['train']['examples'] == 160.0
   tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), local, remote)
-  with runtime.simulation_context(workers=two_workers):
-    again = rounds()
   tf.nest.map_structure(np.testing.assert_array_equal, remote, again)  # partial aggregates merge in worker order
 
 
@@ -128,10 +129,11 @@ def test_tff_federated_averaging_with_our_factory_splits_across_two_workers(two_
     warnings.simplefilter('ignore', UserWarning)
     factory = agg.chain(agg.ClusterQualityWeighting(2), agg.GaussianNoise(0.0, 5.0, expected_clients_per_round=4))
 
+  process = tff.learning.algorithms.build_weighted_fed_avg(
+      _model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1), model_aggregator=factory
+  )
+
   def rounds():
-    process = tff.learning.algorithms.build_weighted_fed_avg(
-        _model_fn, client_optimizer_fn=tff.learning.optimizers.build_sgdm(0.1), model_aggregator=factory
-    )
     state = process.initialize()
     for _ in range(2):
       output = process.next(state, _client_data())
