@@ -3,10 +3,14 @@
     tff-orchestra train --output-dir runs/digits [--dataset digits] [--clients 10] [--alpha 0.1]
         [--rounds 20] [--clients-per-round 10] [--seed 0] [--encoder small_cnn]
         [--aggregator cluster_quality:num_clusters=4 --aggregator gaussian_noise:noise_multiplier=0.5,clip=1.0
-         --aggregator secure_sum:bits=20] [--workers host:port,host:port] [--resume] ...
+         --aggregator secure_sum:bits=20] [--plugin my_module] [--workers host:port,host:port] [--resume] ...
+    tff-orchestra aggregators [--plugin my_module]
     tff-orchestra fedavg-demo [--rounds N] [--clients N] [--seed N] [--noise-multiplier Z]
 
-`--aggregator` may repeat; the stages chain in the order given (client -> server).
+`--aggregator` may repeat; the stages chain in the order given (client -> server),
+and the chain yields the mean update. `--plugin` imports a module that registers
+its own aggregators or encoders (`aggregators.register_aggregator`,
+`orchestra.register_encoder`).
 `--workers` runs the rounds on TFF worker_binaries already running there (README,
 "Remote workers"), the clients split across them; by default a local worker runs them.
 Bad input ends with one error line, not a traceback, and leaves existing output alone.
@@ -64,10 +68,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument('--rounds', type=_positive_int, default=DEFAULTS.rounds, help='training rounds after the initialisation round 0')
   parser.add_argument('--clients-per-round', type=_positive_int, default=DEFAULTS.clients_per_round)
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--encoder', default='small_cnn', help='small_cnn (8x8, 28x28) or resnet18 (32x32)')
+  parser.add_argument(
+      '--encoder', default='small_cnn',
+      help='small_cnn (8x8, 28x28), resnet18 (32x32), or a name a --plugin registers',
+  )
   parser.add_argument(
       '--aggregator', action='append', default=[], metavar='NAME[:KEY=VALUE,...]',
-      help='a stage of the model-update aggregation chain: mean, cluster_quality, gaussian_noise, secure_sum',
+      help='a stage of the model-update aggregation chain (repeat: chained in order, the result '
+      'averages); names and keys: tff-orchestra aggregators',
+  )
+  parser.add_argument(
+      '--plugin', action='append', default=[], metavar='MODULE',
+      help='import this module first; it may register aggregators and encoders (repeatable)',
   )
   parser.add_argument(
       '--client-weighting', default='examples', choices=('examples', 'uniform'),
@@ -101,6 +113,7 @@ def train_config(args: argparse.Namespace, output_dir: str):
       seed=args.seed,
       encoder=args.encoder,
       aggregators=tuple(args.aggregator),
+      plugins=tuple(args.plugin),
       client_weighting=args.client_weighting,
       batch_size=args.batch_size,
       local_epochs=args.local_epochs,
@@ -133,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
       '--worker-timeout', type=_positive_float, default=30.0, metavar='SECONDS',
       help='how long a remote worker may not answer before the run stops with an error naming it',
   )
+
+  listing = commands.add_parser('aggregators', help='list the aggregator names for --aggregator, with their keys')
+  listing.add_argument('--plugin', action='append', default=[], metavar='MODULE', help='import this module first')
 
   demo = commands.add_parser(
       'fedavg-demo',
@@ -177,10 +193,28 @@ def _train(args: argparse.Namespace) -> int:
   return 0
 
 
+def _list_aggregators(args: argparse.Namespace) -> int:
+  from tff_orchestra import train  # pylint: disable=import-outside-toplevel
+  from tff_orchestra.aggregators import registry  # pylint: disable=import-outside-toplevel
+
+  try:
+    train.load_plugins(args.plugin)
+  except train.ConfigError as error:
+    print(f'tff-orchestra: error: {error}', file=sys.stderr)
+    return 2
+  for name, entry in sorted(registry.registered_aggregators().items()):
+    print(f'{name}: {entry.summary}')
+    defaults = ', '.join(f'{key} (default: --{field.replace("_", "-")})' for key, field in entry.run_defaults.items())
+    print(f'    keys: {", ".join(entry.keys) or "-"}' + (f'; {defaults}' if defaults else ''))
+  return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
   args = build_parser().parse_args(argv)
   if args.command == 'train':
     return _train(args)
+  if args.command == 'aggregators':
+    return _list_aggregators(args)
   from tff_orchestra import fedavg_demo  # pylint: disable=import-outside-toplevel
 
   fedavg_demo.run(args.rounds, args.clients, args.seed, args.noise_multiplier)

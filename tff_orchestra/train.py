@@ -17,28 +17,28 @@ an uninterrupted one; with noise-free aggregators it reproduces it exactly
 
 from __future__ import annotations
 
-import ast
 import csv
 import dataclasses
 import glob
+import importlib
 import json
 import os
 import sys
 import time
 import warnings
 from collections.abc import Sequence
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 from tqdm import tqdm
 
-from tff_orchestra import aggregators as agg
 from tff_orchestra import data as data_lib
 from tff_orchestra import evaluation
 from tff_orchestra import orchestra
 from tff_orchestra import runtime
+from tff_orchestra.aggregators import registry
 from tff_orchestra.evaluation import plots
 from tff_orchestra.orchestra.features import embed
 
@@ -68,6 +68,7 @@ class TrainConfig:
   seed: int = 0
   encoder: str = 'small_cnn'
   aggregators: tuple[str, ...] = ()
+  plugins: tuple[str, ...] = ()  # modules that register aggregators or encoders
   client_weighting: str = 'examples'
   batch_size: int = 16
   # The learner's hyperparameters, defaulting to OrchestraConfig's (the reference's).
@@ -83,6 +84,7 @@ class TrainConfig:
   labels_per_class: int = 10
 
   def validate(self) -> None:
+    load_plugins(self.plugins)
     if self.dataset not in DATASETS:
       raise ConfigError(f'unknown dataset {self.dataset!r}; choose one of {", ".join(DATASETS)}')
     if self.dataset != 'digits' and not self.data_dir:
@@ -102,7 +104,7 @@ class TrainConfig:
       raise ConfigError(f'unknown encoder {self.encoder!r}; choose one of {", ".join(sorted(orchestra.ENCODERS))}')
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', UserWarning)  # `run` shows them once.
-      build_aggregator(self.aggregators, self.clients_per_round, self.seed)
+      build_aggregator(self)
     self.orchestra_config()
 
   def orchestra_config(self) -> orchestra.OrchestraConfig:
@@ -129,82 +131,26 @@ class TrainConfig:
     fields.pop('rounds')
     fields.pop('output_dir')
     fields['aggregators'] = list(fields['aggregators'])
+    fields['plugins'] = list(fields['plugins'])
     return fields
 
 
-def parse_aggregator_spec(spec: str) -> tuple[str, dict[str, Any]]:
-  """`'name'` or `'name:key=value,key=value'` (values are Python literals)."""
-  name, _, arguments = spec.partition(':')
-  kwargs = {}
-  for item in filter(None, (part.strip() for part in arguments.split(','))):
-    key, equals, text = item.partition('=')
-    if not equals:
-      raise ConfigError(f'aggregator {spec!r}: expected key=value, got {item!r}')
+def load_plugins(modules: Sequence[str]) -> None:
+  """Imports the user's modules that register aggregators or encoders (`--plugin`)."""
+  for module in modules:
     try:
-      kwargs[key.strip()] = ast.literal_eval(text.strip())
-    except (ValueError, SyntaxError):
-      kwargs[key.strip()] = text.strip()
-  return name.strip(), kwargs
+      importlib.import_module(module)
+    except Exception as error:  # pylint: disable=broad-except  (any failure of the user's module)
+      raise ConfigError(f'plugin {module!r} cannot be imported: {type(error).__name__}: {error}') from error
 
 
-def _gaussian_noise(kwargs, clients_per_round, seed):
-  del seed
-  kwargs.setdefault('expected_clients_per_round', clients_per_round)
-  if kwargs.get('clip') == 'adaptive':
-    kwargs['clip'] = agg.AdaptiveClip()
-  return agg.GaussianNoise(**kwargs)
-
-
-def _secure_sum(kwargs, clients_per_round, seed):
-  del seed
-  kwargs.setdefault('max_clients', clients_per_round)
-  if kwargs.get('bound') == 'adaptive':
-    # The bound follows the 95th percentile of the clients' largest |coordinate|.
-    kwargs['bound'] = tff.aggregators.PrivateQuantileEstimationProcess.no_noise(
-        initial_estimate=1.0, target_quantile=0.95, learning_rate=1.0, secure_estimation=True
-    )
-  return agg.SecureFixedPointSum(**kwargs)
-
-
-def _cluster_quality(kwargs, clients_per_round, seed):
-  del clients_per_round
-  kwargs.setdefault('seed', seed)
-  return agg.ClusterQualityWeighting(**kwargs)
-
-
-AGGREGATORS: dict[str, Callable[..., Any]] = {
-    'mean': lambda kwargs, clients_per_round, seed: tff.aggregators.MeanFactory(**kwargs),
-    'cluster_quality': _cluster_quality,
-    'gaussian_noise': _gaussian_noise,
-    'secure_sum': _secure_sum,
-}
-
-
-def build_aggregator(specs, clients_per_round: int, seed: int):
-  """The factory for `--aggregator` specs in data-flow order (none: `MeanFactory`)."""
-  factories = []
-  for spec in specs:
-    name, kwargs = parse_aggregator_spec(spec)
-    if name not in AGGREGATORS:
-      raise ConfigError(f'unknown aggregator {name!r}; choose from {", ".join(AGGREGATORS)}')
-    try:
-      factories.append(AGGREGATORS[name](kwargs, clients_per_round, seed))
-    except (TypeError, ValueError) as error:
-      raise ConfigError(f'aggregator {spec!r}: {error}') from error
-  if not factories:
-    return tff.aggregators.MeanFactory()
+def build_aggregator(config: TrainConfig):
+  """The run's model aggregator: its `--aggregator` specs, chained (none: `MeanFactory`)."""
+  context = registry.RunContext(clients_per_round=config.clients_per_round, seed=config.seed)
   try:
-    factory = agg.chain(*factories)
-  except (TypeError, ValueError) as error:
-    raise ConfigError(f'aggregators {list(specs)}: {error}') from error
-  if isinstance(factory, tff.aggregators.UnweightedAggregationFactory) and not _outputs_mean(factory):
-    # The learner adds the aggregate to the model: it must be the mean update, not the sum.
-    factory = tff.aggregators.UnweightedMeanFactory(value_sum_factory=factory)
-  return factory
-
-
-def _outputs_mean(factory) -> bool:
-  return isinstance(factory, agg.GaussianNoise) and factory.output == 'mean'
+    return registry.build_model_aggregator(config.aggregators, context)
+  except ValueError as error:
+    raise ConfigError(str(error)) from error
 
 
 def load_split(config: TrainConfig) -> data_lib.FederatedSplit:
@@ -354,7 +300,9 @@ def prepare_output_dir(config: TrainConfig, resume: bool) -> tuple[int, list[dic
     raise ConfigError(f'{config.output_dir} already holds a run; pass --resume to continue it, or another --output-dir')
   with open(config_path) as file:
     saved = json.load(file)
-  saved_config = TrainConfig(**{**saved, 'aggregators': tuple(saved['aggregators'])})
+  saved_config = TrainConfig(
+      **{**saved, 'aggregators': tuple(saved['aggregators']), 'plugins': tuple(saved.get('plugins', ()))}
+  )
   if saved_config.identity() != config.identity():
     changed = sorted(k for k, v in config.identity().items() if saved_config.identity().get(k) != v)
     raise ConfigError(f'{config.output_dir} holds a run with a different configuration ({", ".join(changed)} differ)')
@@ -440,7 +388,7 @@ def run(
 
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter('always', UserWarning)
-    factory = build_aggregator(config.aggregators, config.clients_per_round, config.seed)
+    factory = build_aggregator(config)
   for warning in caught:
     tqdm.write(f'note: {warning.message}')
 

@@ -16,7 +16,7 @@ def _three_stages(**chain_kwargs):
     warnings.simplefilter('ignore', UserWarning)
     return agg.chain(
         agg.ClusterQualityWeighting(2, sketch_dim=16),
-        agg.GaussianNoise(0.0, 100.0),
+        agg.GaussianNoise(0.0, 100.0, output='sum'),
         agg.SecureFixedPointSum(10.0, bits=24),
         **chain_kwargs,
     )
@@ -45,7 +45,7 @@ def test_three_stages_compute_the_weighted_mean(three_stage_process):
 
 def test_boundary_warns_about_the_unnoised_weight_sum():
   with pytest.warns(UserWarning, match='sums the client weights without noise'):
-    agg.chain(agg.ClusterQualityWeighting(2), agg.GaussianNoise(1.0, 1.0))
+    agg.chain(agg.ClusterQualityWeighting(2), agg.GaussianNoise(1.0, 1.0, output='sum'))
 
 
 def test_weight_sum_factory_is_used_at_the_boundary():
@@ -76,7 +76,7 @@ def test_tff_wrappers_as_callable_stages():
   factory = agg.chain(
       functools.partial(tff.aggregators.zeroing_factory, 100.0),
       functools.partial(tff.aggregators.clipping_factory, 1.0),
-      agg.GaussianNoise(0.0, 10.0),
+      agg.GaussianNoise(0.0, 10.0, expected_clients_per_round=1),
   )
   assert isinstance(factory, tff.aggregators.UnweightedAggregationFactory)
   process = factory.create(VECTOR)
@@ -97,8 +97,8 @@ def test_mixes_with_tff_mean_factory_explicitly():
   np.testing.assert_allclose(output.result, np.ones(6), atol=1e-5)
 
 
-def test_single_stage_is_returned_as_is():
-  stage = agg.SecureFixedPointSum()
+def test_a_single_mean_stage_is_returned_as_is():
+  stage = agg.GaussianNoise(0.0, 1.0, expected_clients_per_round=3)
   assert agg.chain(stage) is stage
 
 
@@ -112,11 +112,11 @@ def test_chain_does_not_modify_its_stages():
     'stages, error, match',
     [
         ((), ValueError, 'at least one stage'),
-        ((agg.GaussianNoise(1.0, 1.0), agg.ClusterQualityWeighting()), ValueError, 'put weighted stages first'),
+        ((agg.GaussianNoise(1.0, 1.0, output='sum'), agg.ClusterQualityWeighting()), ValueError, 'put weighted stages first'),
         ((agg.SecureFixedPointSum(), agg.SecureFixedPointSum()), TypeError, 'takes no inner factory'),
         ((lambda inner: 'not a factory', agg.SecureFixedPointSum()), TypeError, 'returned str'),
         ((3, agg.SecureFixedPointSum()), TypeError, 'must be a factory or a callable'),
-        ((agg.GaussianNoise(1.0, 1.0), lambda inner: inner), TypeError, 'last stage'),
+        ((agg.GaussianNoise(1.0, 1.0, output='sum'), lambda inner: inner), TypeError, 'last stage'),
     ],
 )
 def test_bad_chains(stages, error, match):

@@ -41,7 +41,7 @@ def _chain():
     [
         ('secure_sum', agg.SecureFixedPointSum(10.0, bits=30, max_clients=EXPECTED), False,
          lambda values: np.sum(values, axis=0)),
-        ('gaussian_noise_sum', agg.GaussianNoise(0.0, clip=100.0, expected_clients_per_round=EXPECTED), False,
+        ('gaussian_noise_sum', agg.GaussianNoise(0.0, clip=100.0, expected_clients_per_round=EXPECTED, output='sum'), False,
          lambda values: np.sum(values, axis=0)),
         # A fixed denominator, as DP-FedAvg: the mean shrinks when clients drop out.
         ('gaussian_noise_mean',

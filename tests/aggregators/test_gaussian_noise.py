@@ -27,17 +27,17 @@ def population_process():
 
 @pytest.fixture(scope='module')
 def struct_process():
-  return GaussianNoise(0.0, 1.0).create(STRUCT)
+  return GaussianNoise(0.0, 1.0, output='sum').create(STRUCT)
 
 
 def test_is_unweighted(struct_process):
-  assert isinstance(GaussianNoise(1.0, 1.0), tff.aggregators.UnweightedAggregationFactory)
+  assert isinstance(GaussianNoise(1.0, 1.0, output='sum'), tff.aggregators.UnweightedAggregationFactory)
   assert not struct_process.is_weighted
 
 
 @pytest.mark.parametrize('value_type', [SCALAR, STRUCT], ids=['scalar', 'struct'])
 def test_type_signature(value_type):
-  process = GaussianNoise(0.5, 1.0).create(value_type)
+  process = GaussianNoise(0.5, 1.0, output='sum').create(value_type)
   state = tff.FederatedType(_state_type(), tff.SERVER)
   measurements = collections.OrderedDict(
       dp=(), clip=np.float32, noise_stddev=np.float32, clipped_fraction=np.float32,
@@ -88,7 +88,7 @@ def test_epsilon_matches_dp_accounting_every_round(population_process):
 
 
 def test_epsilon_without_sampling_is_plain_gaussian_composition():
-  process = GaussianNoise(2.0, 1.0, target_delta=1e-6).create(SCALAR)
+  process = GaussianNoise(2.0, 1.0, target_delta=1e-6, output='sum').create(SCALAR)
   state = process.initialize()
   for _ in range(3):
     output = process.next(state, [0.5])
@@ -103,7 +103,7 @@ def test_noise_has_the_configured_spread(placement):
   """Sum of 10 zero vectors: every coordinate is pure noise of std z * clip."""
   noise_multiplier, clip, clients = 0.7, 2.0, 10
   process = GaussianNoise(
-      noise_multiplier, clip, placement=placement, expected_clients_per_round=clients
+      noise_multiplier, clip, placement=placement, expected_clients_per_round=clients, output='sum'
   ).create(VECTOR)
   output = process.next(process.initialize(), [np.zeros(4000, np.float32)] * clients)
   expected_std = noise_multiplier * clip
@@ -139,7 +139,7 @@ def test_adaptive_clip_moves_towards_the_target_quantile():
 
 def test_delegates_to_inner_and_statistics_factories():
   factory = GaussianNoise(
-      0.0, 10.0, inner_factory=CountingSumFactory(), statistics_sum_factory=CountingSumFactory()
+      0.0, 10.0, output='sum', inner_factory=CountingSumFactory(), statistics_sum_factory=CountingSumFactory()
   )
   process = factory.create(SCALAR)
   state = process.initialize()
@@ -191,7 +191,7 @@ def test_distributed_noise_with_secure_sums_has_no_unsecure_aggregation():
 )
 def test_bad_constructor_arguments(args, kwargs, error, match):
   with pytest.raises(error, match=match):
-    GaussianNoise(*args, **kwargs)
+    GaussianNoise(*args, **{'output': 'sum', **kwargs})
 
 
 def test_bad_adaptive_clip_arguments():
@@ -204,4 +204,4 @@ def test_bad_adaptive_clip_arguments():
 @pytest.mark.parametrize('value_type', BAD_VALUE_TYPES, ids=BAD_VALUE_TYPE_IDS)
 def test_bad_value_type_raises_type_error(value_type):
   with pytest.raises(TypeError, match='value_type'):
-    GaussianNoise(1.0, 1.0).create(value_type)
+    GaussianNoise(1.0, 1.0, output='sum').create(value_type)

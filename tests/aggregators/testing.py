@@ -29,6 +29,8 @@ _increment = tff.tensorflow.computation(lambda x: x + 1, np.int32)
 class CountingSumFactory(tff.aggregators.UnweightedAggregationFactory):
   """Sums like `SumFactory`; state counts calls; measurement `counted=42.0`."""
 
+  output = 'sum'  # declared, as any factory that sums must: see aggregators.composition
+
   def create(self, value_type):
     init_fn = _counter_init()
 

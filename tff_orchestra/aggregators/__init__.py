@@ -6,23 +6,39 @@
   distributed), and epsilon accounting in the measurements.
 * `SecureFixedPointSum` (unweighted): floats summed with TFF's secure
   intrinsics as fixed-point integers with unbiased rounding.
-* `chain(...)`: nests them (and TFF's own) in client -> server order.
+* `chain(...)`: nests them (and TFF's own, and any `ComposableStage`) in
+  client -> server order; the result yields the mean.
+* `composition`: what a result means (`output_of`), the gate of every model
+  aggregator (`as_model_aggregator`), and the protocol of a chain stage.
+* `registry`: names for `--aggregator` specs (`register_aggregator`).
 """
 
 from tff_orchestra.aggregators.chain import chain
 from tff_orchestra.aggregators.cluster_quality import ClusterQualityWeighting
 from tff_orchestra.aggregators.cluster_quality import signed_fold_sketch
+from tff_orchestra.aggregators.composition import ComposableFactory
+from tff_orchestra.aggregators.composition import ComposableStage
+from tff_orchestra.aggregators.composition import as_model_aggregator
+from tff_orchestra.aggregators.composition import output_of
 from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip
 from tff_orchestra.aggregators.gaussian_noise import GaussianNoise
+from tff_orchestra.aggregators.registry import register_aggregator
+from tff_orchestra.aggregators.registry import registered_aggregators
 from tff_orchestra.aggregators.secure_fixed_point import SecureFixedPointSum
 from tff_orchestra.aggregators.secure_fixed_point import encode_fixed_point
 
 __all__ = [
     'AdaptiveClip',
     'ClusterQualityWeighting',
+    'ComposableFactory',
+    'ComposableStage',
     'GaussianNoise',
     'SecureFixedPointSum',
+    'as_model_aggregator',
     'chain',
     'encode_fixed_point',
+    'output_of',
+    'register_aggregator',
+    'registered_aggregators',
     'signed_fold_sketch',
 ]

@@ -38,7 +38,6 @@ per-prototype sums of client sketches and the sum of qualities and weights.
 from __future__ import annotations
 
 import collections
-import copy
 import functools
 from typing import Optional
 
@@ -47,6 +46,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_orchestra import _checks
+from tff_orchestra.aggregators import composition
 
 _EMPTY_MASS = 1e-6
 
@@ -87,7 +87,7 @@ def signed_fold_sketch(value, sketch_dim: int, seed: int) -> tf.Tensor:
   return sketch
 
 
-class ClusterQualityWeighting(tff.aggregators.WeightedAggregationFactory):
+class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.WeightedAggregationFactory):
   """`WeightedAggregationFactory` scaling client weights by cluster quality.
 
   State (`OrderedDict`): `learned_rounds` (rounds with at least one non-zero
@@ -100,7 +100,13 @@ class ClusterQualityWeighting(tff.aggregators.WeightedAggregationFactory):
   only with `report_quality_range=True`: they use `tff.federated_min/max`,
   which are not secure), `prototype_mass`, `effective_clients`
   (`(sum w)^2 / sum w^2` of the quality-scaled weights), `statistics`.
+
+  Its result is the inner factory's weighted mean, with the scaled weights.
   """
+
+  inner_kind = composition.WEIGHTED
+  inner_output = composition.MEAN
+  output = composition.MEAN
 
   def __init__(
       self,
@@ -127,7 +133,8 @@ class ClusterQualityWeighting(tff.aggregators.WeightedAggregationFactory):
       report_quality_range: Report `quality_min`/`quality_max`. Turn off to
         keep `next` free of unsecure aggregation (with a secure
         `statistics_sum_factory` and a secure inner factory).
-      inner_factory: Aggregates values with the scaled weights. Default
+      inner_factory: Aggregates values with the scaled weights; it must yield
+        their weighted mean. Default
         `tff.aggregators.MeanFactory(no_nan_division=True)`.
       statistics_sum_factory: Sums the k-means and quality statistics.
         Default `tff.aggregators.SumFactory()`.
@@ -139,39 +146,23 @@ class ClusterQualityWeighting(tff.aggregators.WeightedAggregationFactory):
     _checks.check_number(seed, 'seed', low=0, high=2**31 - 1, integer=True)
     if not isinstance(report_quality_range, bool):
       raise TypeError(f'report_quality_range must be a bool, got {report_quality_range!r}')
-    inner_factory = inner_factory or tff.aggregators.MeanFactory(no_nan_division=True)
-    statistics_sum_factory = statistics_sum_factory or tff.aggregators.SumFactory()
-    _checks.check_factory(inner_factory, 'inner_factory', weighted=True)
-    _checks.check_factory(statistics_sum_factory, 'statistics_sum_factory', weighted=False)
+    if inner_factory is not None:
+      composition.check_inner(self, inner_factory)
+    self._statistics_sum_factory = statistics_sum_factory or tff.aggregators.SumFactory()
+    _checks.check_factory(self._statistics_sum_factory, 'statistics_sum_factory', weighted=False)
     self._num_clusters = num_clusters
     self._floor = float(quality_floor)
     self._sketch_dim = sketch_dim
     self._temperature = float(temperature)
     self._seed = seed
     self._report_range = report_quality_range
-    self._inner_factory = inner_factory
-    self._statistics_sum_factory = statistics_sum_factory
+
+  def default_inner_factory(self) -> tff.aggregators.WeightedAggregationFactory:
+    return tff.aggregators.MeanFactory(no_nan_division=True)
 
   @property
   def num_clusters(self) -> int:
     return self._num_clusters
-
-  @property
-  def inner_factory(self) -> tff.aggregators.WeightedAggregationFactory:
-    return self._inner_factory
-
-  def with_inner(self, inner_factory: tff.aggregators.WeightedAggregationFactory) -> 'ClusterQualityWeighting':
-    """A copy of this factory with another inner factory (used by `chain`)."""
-    _checks.check_factory(inner_factory, 'inner_factory', weighted=True)
-    clone = copy.copy(self)
-    clone._inner_factory = inner_factory  # pylint: disable=protected-access
-    return clone
-
-  def __repr__(self) -> str:
-    return (
-        f'ClusterQualityWeighting(num_clusters={self._num_clusters}, '
-        f'quality_floor={self._floor}, inner_factory={self._inner_factory!r})'
-    )
 
   def create(self, value_type: tff.Type, weight_type: tff.Type) -> tff.templates.AggregationProcess:
     _checks.check_float_value_type(value_type, 'ClusterQualityWeighting')
@@ -179,17 +170,91 @@ class ClusterQualityWeighting(tff.aggregators.WeightedAggregationFactory):
     if not all(spec.shape.is_fully_defined() for spec in specs):
       raise TypeError(f'ClusterQualityWeighting.create: value_type needs fully defined shapes, got {value_type}')
     _checks.check_weight_type(weight_type, 'ClusterQualityWeighting')
-    num_clusters, sketch_dim, seed = self._num_clusters, self._sketch_dim, self._seed
-    floor, temperature = self._floor, self._temperature
     scaled_weight_dtype = np.float64 if np.dtype(weight_type.dtype) == np.float64 else np.float32
-    inner_process = self._inner_factory.create(value_type, tff.TensorType(scaled_weight_dtype))
-    prototypes_type = tff.TensorType(np.float32, [num_clusters, sketch_dim])
-    mass_type = tff.TensorType(np.float32, [num_clusters])
+    inner_process = self.inner_factory.create(value_type, tff.TensorType(scaled_weight_dtype))
+    initial_prototypes = self._initial_prototypes()
+    prototypes_type, mass_type = initial_prototypes.type_signature.result[0], initial_prototypes.type_signature.result[1]
+    score_client = self._client_scoring(value_type, weight_type, prototypes_type, mass_type, scaled_weight_dtype)
+    statistics_type = score_client.type_signature.result[2]
+    statistics_process = self._statistics_sum_factory.create(statistics_type)
+    kmeans_step = self._server_kmeans_step(prototypes_type, mass_type, statistics_type)
+
+    @tff.federated_computation()
+    def init_fn():
+      prototypes, mass = tff.federated_eval(initial_prototypes, tff.SERVER)
+      return tff.federated_zip(
+          collections.OrderedDict(
+              learned_rounds=tff.federated_value(np.int64(0), tff.SERVER),
+              prototypes=prototypes,
+              prototype_mass=mass,
+              inner_agg=inner_process.initialize(),
+              statistics_agg=statistics_process.initialize(),
+          )
+      )
+
+    is_ready = tff.tensorflow.computation(lambda r: r > 0, np.int64)
+    add = tff.tensorflow.computation(lambda a, b: a + b, np.int64, np.int64)
+
+    @tff.federated_computation(
+        init_fn.type_signature.result,
+        tff.FederatedType(value_type, tff.CLIENTS),
+        tff.FederatedType(weight_type, tff.CLIENTS),
+    )
+    def next_fn(state, value, weight):
+      # 1. Clients score their update against the broadcast prototypes and scale their weight.
+      ready = tff.federated_map(is_ready, state.learned_rounds)
+      scaled_weight, quality, statistics = tff.federated_map(
+          score_client,
+          (
+              value,
+              weight,
+              tff.federated_broadcast(state.prototypes),
+              tff.federated_broadcast(state.prototype_mass),
+              tff.federated_broadcast(ready),
+          ),
+      )
+      # 2. The inner factory averages with the scaled weights.
+      inner_output = inner_process.next(state.inner_agg, value, scaled_weight)
+      # 3. The server takes one k-means step from the summed statistics.
+      statistics_output = statistics_process.next(state.statistics_agg, statistics)
+      prototypes, mass, quality_mean, effective, learned = tff.federated_map(
+          kmeans_step, (state.prototypes, state.prototype_mass, statistics_output.result)
+      )
+      measurements = collections.OrderedDict(cluster_quality=inner_output.measurements, quality_mean=quality_mean)
+      if self._report_range:
+        measurements['quality_min'] = tff.federated_min(quality)
+        measurements['quality_max'] = tff.federated_max(quality)
+      measurements['prototype_mass'] = mass
+      measurements['effective_clients'] = effective
+      measurements['statistics'] = statistics_output.measurements
+      new_state = collections.OrderedDict(
+          learned_rounds=tff.federated_map(add, (state.learned_rounds, learned)),
+          prototypes=prototypes,
+          prototype_mass=mass,
+          inner_agg=inner_output.state,
+          statistics_agg=statistics_output.state,
+      )
+      return tff.templates.MeasuredProcessOutput(
+          tff.federated_zip(new_state), inner_output.result, tff.federated_zip(measurements)
+      )
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)
+
+  def _initial_prototypes(self) -> tff.Computation:
+    """() -> (K random unit prototypes, equal masses 1/K), from `seed`."""
+    num_clusters, sketch_dim, seed = self._num_clusters, self._sketch_dim, self._seed
 
     @tff.tensorflow.computation()
     def initial_prototypes():
       draws = tf.random.stateless_normal([num_clusters, sketch_dim], seed=[seed, -1])
       return tf.math.l2_normalize(draws, axis=1), tf.fill([num_clusters], 1.0 / num_clusters)
+
+    return initial_prototypes
+
+  def _client_scoring(self, value_type, weight_type, prototypes_type, mass_type, scaled_weight_dtype) -> tff.Computation:
+    """(update, weight, prototypes, mass, ready) -> (scaled weight, quality, k-means statistics)."""
+    num_clusters, sketch_dim, seed = self._num_clusters, self._sketch_dim, self._seed
+    floor, temperature = self._floor, self._temperature
 
     @tff.tensorflow.computation(value_type, weight_type, prototypes_type, mass_type, np.bool_)
     def score_client(value, weight, prototypes, mass, ready):
@@ -215,8 +280,11 @@ class ClusterQualityWeighting(tff.aggregators.WeightedAggregationFactory):
       )
       return scaled_weight, quality, statistics
 
-    statistics_type = score_client.type_signature.result[2]
-    statistics_process = self._statistics_sum_factory.create(statistics_type)
+    return score_client
+
+  @staticmethod
+  def _server_kmeans_step(prototypes_type, mass_type, statistics_type) -> tff.Computation:
+    """(prototypes, mass, summed statistics) -> (new prototypes, new mass, quality mean, effective clients, learned)."""
 
     @tff.tensorflow.computation(prototypes_type, mass_type, statistics_type)
     def kmeans_step(prototypes, mass, statistics):
@@ -234,60 +302,4 @@ class ClusterQualityWeighting(tff.aggregators.WeightedAggregationFactory):
       effective = tf.math.divide_no_nan(statistics['weight_sum'] ** 2, statistics['weight_square_sum'])
       return new_prototypes, new_mass, quality_mean, effective, tf.cast(learned, tf.int64)
 
-    @tff.federated_computation()
-    def init_fn():
-      prototypes, mass = tff.federated_eval(initial_prototypes, tff.SERVER)
-      return tff.federated_zip(
-          collections.OrderedDict(
-              learned_rounds=tff.federated_value(np.int64(0), tff.SERVER),
-              prototypes=prototypes,
-              prototype_mass=mass,
-              inner_agg=inner_process.initialize(),
-              statistics_agg=statistics_process.initialize(),
-          )
-      )
-
-    is_ready = tff.tensorflow.computation(lambda r: r > 0, np.int64)
-    add = tff.tensorflow.computation(lambda a, b: a + b, np.int64, np.int64)
-
-    @tff.federated_computation(
-        init_fn.type_signature.result,
-        tff.FederatedType(value_type, tff.CLIENTS),
-        tff.FederatedType(weight_type, tff.CLIENTS),
-    )
-    def next_fn(state, value, weight):
-      ready = tff.federated_map(is_ready, state.learned_rounds)
-      scaled_weight, quality, statistics = tff.federated_map(
-          score_client,
-          (
-              value,
-              weight,
-              tff.federated_broadcast(state.prototypes),
-              tff.federated_broadcast(state.prototype_mass),
-              tff.federated_broadcast(ready),
-          ),
-      )
-      inner_output = inner_process.next(state.inner_agg, value, scaled_weight)
-      statistics_output = statistics_process.next(state.statistics_agg, statistics)
-      prototypes, mass, quality_mean, effective, learned = tff.federated_map(
-          kmeans_step, (state.prototypes, state.prototype_mass, statistics_output.result)
-      )
-      measurements = collections.OrderedDict(cluster_quality=inner_output.measurements, quality_mean=quality_mean)
-      if self._report_range:
-        measurements['quality_min'] = tff.federated_min(quality)
-        measurements['quality_max'] = tff.federated_max(quality)
-      measurements['prototype_mass'] = mass
-      measurements['effective_clients'] = effective
-      measurements['statistics'] = statistics_output.measurements
-      new_state = collections.OrderedDict(
-          learned_rounds=tff.federated_map(add, (state.learned_rounds, learned)),
-          prototypes=prototypes,
-          prototype_mass=mass,
-          inner_agg=inner_output.state,
-          statistics_agg=statistics_output.state,
-      )
-      return tff.templates.MeasuredProcessOutput(
-          tff.federated_zip(new_state), inner_output.result, tff.federated_zip(measurements)
-      )
-
-    return tff.templates.AggregationProcess(init_fn, next_fn)
+    return kmeans_step

@@ -27,12 +27,16 @@ weighting). `chain` warns when it builds such a combination.
 
 After every round the measurements report `epsilon` for `target_delta`, equal
 to what `dp_accounting`'s RDP accountant gives for `factory.dp_event(state)`.
+
+Its result is the noisy sum over `expected_clients_per_round`, a mean, as TFF's
+`DifferentiallyPrivateFactory.gaussian_fixed` yields (`output='mean'`, the
+default), or the noisy sum itself (`output='sum'`), for a `value_sum_factory`
+position; `chain` picks the sum there by itself.
 """
 
 from __future__ import annotations
 
 import collections
-import copy
 import dataclasses
 import math
 from typing import Optional, Union
@@ -43,10 +47,10 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_orchestra import _checks
+from tff_orchestra.aggregators import composition
 from tff_orchestra.aggregators import privacy_accounting
 
 PLACEMENTS = ('central', 'distributed')
-OUTPUTS = ('sum', 'mean')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +84,7 @@ class AdaptiveClip:
 ClipType = Union[float, AdaptiveClip]
 
 
-class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
+class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAggregationFactory):
   """`UnweightedAggregationFactory`: clip, sum (inner factory), add Gaussian noise.
 
   State (`OrderedDict`): `clip` (the clip norm of the next round), `rounds`
@@ -97,6 +101,10 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
   `budget_exhausted`.
   """
 
+  inner_kind = composition.UNWEIGHTED
+  inner_output = composition.SUM
+  differentially_private = True
+
   def __init__(
       self,
       noise_multiplier: float,
@@ -107,7 +115,7 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
       population: Optional[int] = None,
       target_delta: float = 1e-5,
       max_epsilon: Optional[float] = None,
-      output: str = 'sum',
+      output: str = composition.MEAN,
       inner_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None,
       statistics_sum_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None,
   ):
@@ -118,16 +126,17 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
         clips without noise, and epsilon is infinite).
       clip: A positive L2 clip norm, or `AdaptiveClip(...)`.
       placement: `'central'` or `'distributed'` (see the module docstring).
-      expected_clients_per_round: Clients per round. Required for distributed
-        noise, `output='mean'`, adaptive clipping and `population`.
+      expected_clients_per_round: Clients per round. Required for
+        `output='mean'`, distributed noise, adaptive clipping and `population`.
       population: Number of clients sampled from; enables the Poisson sampling
         assumption in the accounting, with `q = expected / population`.
       target_delta: The delta of the reported epsilon, in (0, 1).
       max_epsilon: If set, `budget_exhausted` is reported each round.
-      output: `'sum'` (default; fits `MeanFactory(value_sum_factory=...)`) or
-        `'mean'` (the noisy sum over `expected_clients_per_round`).
-      inner_factory: Sums the clipped (and, distributed, noised) values.
-        Default `tff.aggregators.SumFactory()`.
+      output: `'mean'` (default: the noisy sum over
+        `expected_clients_per_round`, as TFF's DP factory) or `'sum'` (the
+        noisy sum, for use as a `value_sum_factory`).
+      inner_factory: Sums the clipped (and, distributed, noised) values; it
+        must yield a sum. Default `tff.aggregators.SumFactory()`.
       statistics_sum_factory: Sums the per-client clipping statistics
         (clipped indicator, participation, adaptive-clip indicator). Default
         `tff.aggregators.SumFactory()`; pass a secure one to keep `next`
@@ -145,13 +154,18 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
       _checks.check_number(clip, 'clip', low=0.0, low_inclusive=False)
     if placement not in PLACEMENTS:
       raise ValueError(f'placement must be one of {PLACEMENTS}, got {placement!r}')
-    if output not in OUTPUTS:
-      raise ValueError(f'output must be one of {OUTPUTS}, got {output!r}')
+    if output not in composition.OUTPUTS:
+      raise ValueError(f'output must be one of {composition.OUTPUTS}, got {output!r}')
     if expected_clients_per_round is not None:
       _checks.check_number(expected_clients_per_round, 'expected_clients_per_round', low=1, integer=True)
+    elif output == composition.MEAN:
+      raise ValueError(
+          "GaussianNoise: output='mean' (the default) divides the noisy sum by "
+          'expected_clients_per_round, as TFF\'s DifferentiallyPrivateFactory divides by '
+          "clients_per_round: pass expected_clients_per_round=N, or output='sum' where it is an inner sum"
+      )
     for needs, name in (
         (placement == 'distributed', "placement='distributed'"),
-        (output == 'mean', "output='mean'"),
         (population is not None, 'population'),
     ):
       if needs and expected_clients_per_round is None:
@@ -166,51 +180,26 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
     _checks.check_number(target_delta, 'target_delta', low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     if max_epsilon is not None:
       _checks.check_number(max_epsilon, 'max_epsilon', low=0.0, low_inclusive=False)
-    inner_factory = inner_factory or tff.aggregators.SumFactory()
-    statistics_sum_factory = statistics_sum_factory or tff.aggregators.SumFactory()
-    _checks.check_factory(inner_factory, 'inner_factory', weighted=False)
-    _checks.check_factory(statistics_sum_factory, 'statistics_sum_factory', weighted=False)
+    if inner_factory is not None:
+      composition.check_inner(self, inner_factory)
+    self._statistics_sum_factory = statistics_sum_factory or tff.aggregators.SumFactory()
+    _checks.check_factory(self._statistics_sum_factory, 'statistics_sum_factory', weighted=False)
 
     self._noise_multiplier = float(noise_multiplier)
     self._clip = clip
-    self._placement = placement
+    self._distributed = placement == 'distributed'
     self._expected = expected_clients_per_round
     self._population = population
     self._target_delta = float(target_delta)
     self._max_epsilon = max_epsilon
-    self._output = output
-    self._inner_factory = inner_factory
-    self._statistics_sum_factory = statistics_sum_factory
+    self._count_stddev, self._value_noise_multiplier = _split_noise(noise_multiplier, clip, expected_clients_per_round)
 
-    if isinstance(clip, AdaptiveClip):
-      count_stddev = clip.clipped_count_stddev
-      if count_stddev is None:
-        count_stddev = expected_clients_per_round / 20.0
-      if 0 < noise_multiplier and noise_multiplier >= 2.0 * count_stddev:
-        raise ValueError(
-            f'noise_multiplier ({noise_multiplier}) must be below 2 * '
-            f'clipped_count_stddev ({2.0 * count_stddev}): the clipped count '
-            'would take all of the privacy budget'
-        )
-      self._count_stddev = count_stddev if noise_multiplier > 0 else 0.0
-      self._value_noise_multiplier = (
-          (noise_multiplier**-2 - (2.0 * count_stddev) ** -2) ** -0.5
-          if noise_multiplier > 0
-          else 0.0
-      )
-    else:
-      self._count_stddev = 0.0
-      self._value_noise_multiplier = float(noise_multiplier)
+  def default_inner_factory(self) -> tff.aggregators.UnweightedAggregationFactory:
+    return tff.aggregators.SumFactory()
 
-  # Read-only configuration, so users and `chain` can inspect a factory.
   @property
   def noise_multiplier(self) -> float:
     return self._noise_multiplier
-
-  @property
-  def output(self) -> str:
-    """`'sum'` or `'mean'`: what the aggregate is."""
-    return self._output
 
   @property
   def value_noise_multiplier(self) -> float:
@@ -223,23 +212,6 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
       return None
     return self._expected / self._population
 
-  @property
-  def inner_factory(self) -> tff.aggregators.UnweightedAggregationFactory:
-    return self._inner_factory
-
-  def with_inner(self, inner_factory: tff.aggregators.UnweightedAggregationFactory) -> 'GaussianNoise':
-    """A copy of this factory with another inner factory (used by `chain`)."""
-    _checks.check_factory(inner_factory, 'inner_factory', weighted=False)
-    clone = copy.copy(self)
-    clone._inner_factory = inner_factory  # pylint: disable=protected-access
-    return clone
-
-  def __repr__(self) -> str:
-    return (
-        f'GaussianNoise(noise_multiplier={self._noise_multiplier}, clip={self._clip!r}, '
-        f'placement={self._placement!r}, inner_factory={self._inner_factory!r})'
-    )
-
   def dp_event(self, state) -> dp_accounting.DpEvent:
     """The `dp_accounting.DpEvent` of all rounds recorded in `state`.
 
@@ -247,7 +219,7 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
     for each m, `rounds_by_participants[m]` rounds at `noise_multiplier *
     sqrt(m / expected)`.
     """
-    if self._placement == 'distributed':
+    if self._distributed:
       return privacy_accounting.distributed_training_event(
           self._noise_multiplier, self.sampling_probability, np.asarray(state['rounds_by_participants'])
       )
@@ -261,58 +233,110 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
 
   def create(self, value_type: tff.Type) -> tff.templates.AggregationProcess:
     _checks.check_float_value_type(value_type, 'GaussianNoise')
-    inner_process = self._inner_factory.create(value_type)
-    adaptive = isinstance(self._clip, AdaptiveClip)
-    initial_clip = self._clip.initial_clip if adaptive else float(self._clip)
-    value_nm = self._value_noise_multiplier
-    count_stddev = self._count_stddev
-    distributed = self._placement == 'distributed'
-    expected = float(self._expected) if self._expected is not None else 1.0
-    # Distributed: each client's share, so `expected` shares sum to the full noise.
-    share = 1.0 / math.sqrt(expected) if distributed else 0.0
-    expected_clients = self._expected
-    if distributed:
-      rdp_table = privacy_accounting.rdp_by_participants(
-          self._noise_multiplier, self.sampling_probability, expected_clients
+    inner_process = self.inner_factory.create(value_type)
+    clip_and_noise = self._client_clip_and_noise(value_type)
+    statistics_type = clip_and_noise.type_signature.result[1]
+    statistics_process = self._statistics_sum_factory.create(statistics_type)
+    finish = self._server_noise_and_next_clip(value_type, statistics_type)
+    account = self._accountant()
+    count_round = self._participant_counter(statistics_type) if self._distributed else None
+    initial_clip = self._clip.initial_clip if isinstance(self._clip, AdaptiveClip) else float(self._clip)
+    expected = self._expected
+
+    @tff.federated_computation()
+    def init_fn():
+      state = collections.OrderedDict(
+          clip=tff.federated_value(np.float32(initial_clip), tff.SERVER),
+          rounds=tff.federated_value(np.int64(0), tff.SERVER),
       )
-    else:
-      rdp_one_round = privacy_accounting.rdp_per_round(self._noise_multiplier, self.sampling_probability)
-    target_delta = self._target_delta
-    max_epsilon = self._max_epsilon
-    output_mean = self._output == 'mean'
-    value_specs = tff.types.type_to_tf_tensor_specs(value_type)
+      if count_round is not None:
+        state['rounds_by_participants'] = tff.federated_value(np.zeros(expected + 1, np.int64), tff.SERVER)
+      state['inner_agg'] = inner_process.initialize()
+      state['statistics_agg'] = statistics_process.initialize()
+      return tff.federated_zip(state)
+
+    increment = tff.tensorflow.computation(lambda r: r + 1, np.int64)
+
+    @tff.federated_computation(init_fn.type_signature.result, tff.FederatedType(value_type, tff.CLIENTS))
+    def next_fn(state, value):
+      # 1. Clients clip (and, distributed, noise) their values; 2. the inner factory sums them.
+      clipped, statistics = tff.federated_map(clip_and_noise, (value, tff.federated_broadcast(state.clip)))
+      inner_output = inner_process.next(state.inner_agg, clipped)
+      statistics_output = statistics_process.next(state.statistics_agg, statistics)
+      # 3. The server adds central noise, averages if asked, and adapts the clip.
+      result, next_clip, noise_stddev, clipped_fraction = tff.federated_map(
+          finish, (inner_output.result, state.clip, statistics_output.result)
+      )
+      # 4. The accountant charges the round.
+      new_state = collections.OrderedDict(clip=next_clip, rounds=tff.federated_map(increment, state.rounds))
+      if count_round is not None:
+        new_state['rounds_by_participants'] = tff.federated_map(
+            count_round, (state.rounds_by_participants, statistics_output.result)
+        )
+        epsilon, exhausted = tff.federated_map(account, new_state['rounds_by_participants'])
+      else:
+        epsilon, exhausted = tff.federated_map(account, new_state['rounds'])
+      new_state['inner_agg'] = inner_output.state
+      new_state['statistics_agg'] = statistics_output.state
+      measurements = collections.OrderedDict(
+          dp=inner_output.measurements,
+          clip=state.clip,
+          noise_stddev=noise_stddev,
+          clipped_fraction=clipped_fraction,
+          epsilon=epsilon,
+          rounds=new_state['rounds'],
+          statistics=statistics_output.measurements,
+      )
+      if self._max_epsilon is not None:
+        measurements['budget_exhausted'] = exhausted
+      return tff.templates.MeasuredProcessOutput(
+          tff.federated_zip(new_state), result, tff.federated_zip(measurements)
+      )
+
+    return tff.templates.AggregationProcess(init_fn, next_fn)
+
+  def _noise_share(self) -> float:
+    """The fraction of the noise std each client adds: 1/sqrt(expected) if distributed, else 0."""
+    return 1.0 / math.sqrt(self._expected) if self._distributed else 0.0
+
+  def _client_clip_and_noise(self, value_type: tff.Type) -> tff.Computation:
+    """(value, clip) -> (value clipped to L2 norm `clip` [+ noise share], statistics)."""
+    value_nm, count_stddev = self._value_noise_multiplier, self._count_stddev
+    distributed, adaptive, share = self._distributed, isinstance(self._clip, AdaptiveClip), self._noise_share()
 
     @tff.tensorflow.computation(value_type, np.float32)
-    def clip_client_value(value, clip):
-      flat = [tf.cast(x, tf.float32) for x in tf.nest.flatten(value)]
-      norm = tf.linalg.global_norm(flat)
-      scale = tf.minimum(1.0, tf.math.divide_no_nan(clip, norm))
-      scale = tf.where(norm > 0.0, scale, 1.0)
+    def clip_and_noise(value, clip):
+      norm = tf.linalg.global_norm([tf.cast(x, tf.float32) for x in tf.nest.flatten(value)])
+      scale = tf.where(norm > 0.0, tf.minimum(1.0, tf.math.divide_no_nan(clip, norm)), 1.0)
       noise_std = value_nm * clip * share
 
-      def clip_and_noise(x):
+      def clip_leaf(x):
         clipped = x * tf.cast(scale, x.dtype)
         if distributed:
           clipped += tf.random.normal(tf.shape(x), stddev=tf.cast(noise_std, x.dtype), dtype=x.dtype)
         return clipped
 
-      statistics = collections.OrderedDict(
-          clipped=tf.cast(norm > clip, tf.float32),
-          participants=tf.constant(1.0),
-      )
+      statistics = collections.OrderedDict(clipped=tf.cast(norm > clip, tf.float32), participants=tf.constant(1.0))
       if adaptive:
         # Centred indicator as in tensorflow_privacy's quantile estimator.
         below = tf.cast(norm <= clip, tf.float32) - 0.5
         if distributed:
           below += tf.random.normal([], stddev=count_stddev * share)
         statistics['below_clip'] = below
-      return tf.nest.map_structure(clip_and_noise, value), statistics
+      return tf.nest.map_structure(clip_leaf, value), statistics
 
-    statistics_type = clip_client_value.type_signature.result[1]
-    statistics_process = self._statistics_sum_factory.create(statistics_type)
+    return clip_and_noise
+
+  def _server_noise_and_next_clip(self, value_type: tff.Type, statistics_type: tff.Type) -> tff.Computation:
+    """(sum, clip, statistics) -> (result, next clip, noise std, clipped fraction)."""
+    value_nm, count_stddev, distributed = self._value_noise_multiplier, self._count_stddev, self._distributed
+    expected = float(self._expected) if self._expected is not None else 1.0
+    output_mean = self.output == composition.MEAN
+    adaptive = self._clip if isinstance(self._clip, AdaptiveClip) else None
+    value_specs = tff.types.type_to_tf_tensor_specs(value_type)
 
     @tff.tensorflow.computation(value_type, np.float32, statistics_type)
-    def finish_on_server(summed, clip, statistics):
+    def finish(summed, clip, statistics):
       participants = statistics['participants']
       if distributed:
         noise_std = value_nm * clip * tf.sqrt(participants / expected)
@@ -325,91 +349,72 @@ class GaussianNoise(tff.aggregators.UnweightedAggregationFactory):
       if output_mean:
         summed = tf.nest.map_structure(lambda x: x / tf.cast(expected, x.dtype), summed)
       summed = tf.nest.map_structure(lambda x, spec: tf.cast(x, spec.dtype), summed, value_specs)
-      if adaptive:
+      if adaptive is not None:
         below = statistics['below_clip']
         if not distributed:
           below += tf.random.normal([], stddev=count_stddev)
         fraction_below = below / expected + 0.5
-        next_clip = clip * tf.exp(-self._clip.learning_rate * (fraction_below - self._clip.target_quantile))
+        next_clip = clip * tf.exp(-adaptive.learning_rate * (fraction_below - adaptive.target_quantile))
       else:
         next_clip = clip
       clipped_fraction = tf.math.divide_no_nan(statistics['clipped'], participants)
       return summed, next_clip, noise_std, clipped_fraction
 
-    def budget(epsilon):
-      if max_epsilon is None:
-        return epsilon, tf.constant(False)
-      return epsilon, epsilon > max_epsilon
+    return finish
 
-    if distributed:
-      by_participants_type = tff.TensorType(np.int64, [expected_clients + 1])
+  def _accountant(self) -> tff.Computation:
+    """Accounting state (rounds, or rounds by participants) -> (epsilon, budget exhausted).
 
-      @tff.tensorflow.computation(by_participants_type, np.float32)
-      def count_round(rounds_by_participants, participants):
-        m = tf.clip_by_value(tf.cast(tf.round(participants), tf.int64), 0, expected_clients)
-        return rounds_by_participants + tf.one_hot(m, expected_clients + 1, dtype=tf.int64)
+    The RDP of a round is asked of dp_accounting here, once; the conversion
+    to epsilon runs in the graph (`privacy_accounting`).
+    """
+    target_delta, max_epsilon = self._target_delta, self._max_epsilon
 
-      @tff.tensorflow.computation(by_participants_type)
-      def account(rounds_by_participants):
-        return budget(
-            privacy_accounting.epsilon_by_participants_in_graph(rdp_table, rounds_by_participants, target_delta)
-        )
+    def with_budget(epsilon):
+      return epsilon, (tf.constant(False) if max_epsilon is None else epsilon > max_epsilon)
 
-    else:
-
-      @tff.tensorflow.computation(np.int64)
-      def account(rounds):
-        return budget(privacy_accounting.epsilon_in_graph(rdp_one_round, rounds, target_delta))
-
-    @tff.federated_computation()
-    def init_fn():
-      state = collections.OrderedDict(
-          clip=tff.federated_value(np.float32(initial_clip), tff.SERVER),
-          rounds=tff.federated_value(np.int64(0), tff.SERVER),
+    if self._distributed:
+      rdp_table = privacy_accounting.rdp_by_participants(
+          self._noise_multiplier, self.sampling_probability, self._expected
       )
-      if distributed:
-        state['rounds_by_participants'] = tff.federated_value(np.zeros(expected_clients + 1, np.int64), tff.SERVER)
-      state['inner_agg'] = inner_process.initialize()
-      state['statistics_agg'] = statistics_process.initialize()
-      return tff.federated_zip(state)
-
-    increment = tff.tensorflow.computation(lambda r: r + 1, np.int64)
-    select_participants = tff.tensorflow.computation(lambda statistics: statistics['participants'], statistics_type)
-
-    @tff.federated_computation(init_fn.type_signature.result, tff.FederatedType(value_type, tff.CLIENTS))
-    def next_fn(state, value):
-      clip = state.clip
-      clipped, statistics = tff.federated_map(clip_client_value, (value, tff.federated_broadcast(clip)))
-      inner_output = inner_process.next(state.inner_agg, clipped)
-      statistics_output = statistics_process.next(state.statistics_agg, statistics)
-      result, next_clip, noise_stddev, clipped_fraction = tff.federated_map(
-          finish_on_server, (inner_output.result, clip, statistics_output.result)
+      return tff.tensorflow.computation(
+          lambda by_participants: with_budget(
+              privacy_accounting.epsilon_by_participants_in_graph(rdp_table, by_participants, target_delta)
+          ),
+          tff.TensorType(np.int64, [self._expected + 1]),
       )
-      rounds = tff.federated_map(increment, state.rounds)
-      if distributed:
-        participants = tff.federated_map(select_participants, statistics_output.result)
-        rounds_by_participants = tff.federated_map(count_round, (state.rounds_by_participants, participants))
-        epsilon, exhausted = tff.federated_map(account, rounds_by_participants)
-      else:
-        epsilon, exhausted = tff.federated_map(account, rounds)
-      measurements = collections.OrderedDict(
-          dp=inner_output.measurements,
-          clip=clip,
-          noise_stddev=noise_stddev,
-          clipped_fraction=clipped_fraction,
-          epsilon=epsilon,
-          rounds=rounds,
-          statistics=statistics_output.measurements,
-      )
-      if max_epsilon is not None:
-        measurements['budget_exhausted'] = exhausted
-      new_state = collections.OrderedDict(clip=next_clip, rounds=rounds)
-      if distributed:
-        new_state['rounds_by_participants'] = rounds_by_participants
-      new_state['inner_agg'] = inner_output.state
-      new_state['statistics_agg'] = statistics_output.state
-      return tff.templates.MeasuredProcessOutput(
-          tff.federated_zip(new_state), result, tff.federated_zip(measurements)
-      )
+    rdp_one_round = privacy_accounting.rdp_per_round(self._noise_multiplier, self.sampling_probability)
+    return tff.tensorflow.computation(
+        lambda rounds: with_budget(privacy_accounting.epsilon_in_graph(rdp_one_round, rounds, target_delta)),
+        np.int64,
+    )
 
-    return tff.templates.AggregationProcess(init_fn, next_fn)
+  def _participant_counter(self, statistics_type: tff.Type) -> tff.Computation:
+    """(rounds by participants, statistics) -> the counts with this round's m added (m capped at expected)."""
+    expected = self._expected
+
+    @tff.tensorflow.computation(tff.TensorType(np.int64, [expected + 1]), statistics_type)
+    def count_round(rounds_by_participants, statistics):
+      m = tf.clip_by_value(tf.cast(tf.round(statistics['participants']), tf.int64), 0, expected)
+      return rounds_by_participants + tf.one_hot(m, expected + 1, dtype=tf.int64)
+
+    return count_round
+
+
+def _split_noise(noise_multiplier: float, clip: ClipType, expected: Optional[int]) -> tuple[float, float]:
+  """(std of the clipped-count noise, value noise multiplier) for a total of `noise_multiplier`.
+
+  With adaptive clipping part of the budget goes to the count:
+  `z_value = (z**-2 - (2 * count_std)**-2) ** -0.5`, as TFF's `gaussian_adaptive`.
+  """
+  if not isinstance(clip, AdaptiveClip):
+    return 0.0, float(noise_multiplier)
+  count_stddev = clip.clipped_count_stddev if clip.clipped_count_stddev is not None else expected / 20.0
+  if noise_multiplier == 0:
+    return 0.0, 0.0
+  if noise_multiplier >= 2.0 * count_stddev:
+    raise ValueError(
+        f'noise_multiplier ({noise_multiplier}) must be below 2 * clipped_count_stddev '
+        f'({2.0 * count_stddev}): the clipped count would take all of the privacy budget'
+    )
+  return count_stddev, (noise_multiplier**-2 - (2.0 * count_stddev) ** -2) ** -0.5

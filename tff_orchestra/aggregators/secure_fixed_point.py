@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_orchestra import _checks
+from tff_orchestra.aggregators import composition
 
 MAX_SECURE_SUM_BITS = 62  # int64 secure sums in TFF keep one bit for carries.
 
@@ -43,7 +44,7 @@ def encode_fixed_point(x: tf.Tensor, bound: tf.Tensor, bits: int) -> tf.Tensor:
   return tf.cast(tf.clip_by_value(tf.floor(shifted + noise), 0.0, levels), tf.int64)
 
 
-class SecureFixedPointSum(tff.aggregators.UnweightedAggregationFactory):
+class SecureFixedPointSum(composition.ComposableFactory, tff.aggregators.UnweightedAggregationFactory):
   """`UnweightedAggregationFactory` summing floats through secure aggregation.
 
   The created process's `next` uses only `tff.federated_secure_sum_bitwidth`
@@ -55,7 +56,12 @@ class SecureFixedPointSum(tff.aggregators.UnweightedAggregationFactory):
     * `secure_clipped_count`: clients with at least one coordinate clipped.
     * `secure_bound`: the clipping bound used in this round.
     * `secure_quantization_step`: the fixed-point step `2 * bound / (2**bits - 1)`.
+
+  Its result is the sum of the client values, as TFF's `SecureSumFactory`'s:
+  use it as a `value_sum_factory`, an inner factory, or the last stage of `chain`.
   """
+
+  output = composition.SUM
 
   def __init__(
       self,
@@ -106,13 +112,6 @@ class SecureFixedPointSum(tff.aggregators.UnweightedAggregationFactory):
   @property
   def max_clients(self) -> int:
     return self._max_clients
-
-  def __repr__(self) -> str:
-    bound = 'adaptive' if self._is_adaptive else self._bound
-    return (
-        f'SecureFixedPointSum(bound={bound}, bits={self._bits}, '
-        f'max_clients={self._max_clients})'
-    )
 
   @property
   def _is_adaptive(self) -> bool:

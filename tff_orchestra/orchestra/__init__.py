@@ -7,6 +7,7 @@ from tff_orchestra.orchestra.learner import prepare_client_dataset
 from tff_orchestra.orchestra.learner import round_num
 from tff_orchestra.orchestra.model import ENCODERS
 from tff_orchestra.orchestra.model import OrchestraNetworks
+from tff_orchestra.orchestra.model import register_encoder
 from tff_orchestra.orchestra.model import resnet18
 from tff_orchestra.orchestra.model import small_cnn
 
@@ -17,6 +18,7 @@ __all__ = [
     'build_orchestra_process',
     'global_centroids',
     'prepare_client_dataset',
+    'register_encoder',
     'resnet18',
     'round_num',
     'small_cnn',

@@ -31,8 +31,8 @@ from typing import Iterator, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-from tensorflow_federated.python.aggregators import factory_utils
 
+from tff_orchestra.aggregators import composition
 from tff_orchestra.orchestra.client_work import OrchestraConfig, build_orchestra_client_work
 from tff_orchestra.orchestra.model import ENCODERS, EncoderFn, OrchestraNetworks
 
@@ -119,10 +119,11 @@ def build_orchestra_process(
     client_weighting: `tff.learning.ClientWeighting.NUM_EXAMPLES` (default) or
       `UNIFORM`. Use UNIFORM under `GaussianNoise` in a weighted chain: the
       clip then bounds each client's own update, not examples x update.
-    model_update_aggregation_factory: Aggregates the model update. A weighted
-      factory (default `tff.aggregators.MeanFactory()`; weights are example
-      counts) or an unweighted one (wrapped as `build_unweighted_fed_avg`
-      does: weights ignored).
+    model_update_aggregation_factory: Aggregates the model update; it must
+      yield the mean update (`aggregators.as_model_aggregator` checks: a sum
+      is refused). A weighted factory (default `tff.aggregators.MeanFactory()`;
+      weights as `client_weighting` says) or an unweighted one (weights
+      ignored, as `build_unweighted_fed_avg` does).
 
   Returns:
     A `tff.learning.templates.LearningProcess`. Its `next(state, datasets)`
@@ -143,14 +144,7 @@ def build_orchestra_process(
   )
   if client_weighting not in (tff.learning.ClientWeighting.NUM_EXAMPLES, tff.learning.ClientWeighting.UNIFORM):
     raise ValueError(f'client_weighting must be NUM_EXAMPLES or UNIFORM, got {client_weighting!r}')
-  factory = model_update_aggregation_factory or tff.aggregators.MeanFactory()
-  if isinstance(factory, tff.aggregators.UnweightedAggregationFactory):
-    factory = factory_utils.as_weighted_aggregator(factory)
-  elif not isinstance(factory, tff.aggregators.WeightedAggregationFactory):
-    raise TypeError(
-        'model_update_aggregation_factory must be a tff.aggregators.WeightedAggregationFactory or '
-        f'UnweightedAggregationFactory, got {type(factory).__name__}'
-    )
+  factory = composition.as_model_aggregator(model_update_aggregation_factory or tff.aggregators.MeanFactory())
 
   variance_mask = []
 

@@ -64,7 +64,24 @@ def resnet18(input_shape: Sequence[int]) -> tf.keras.Model:
   return tf.keras.Model(inputs, outputs, name='resnet18')
 
 
+# Encoders by name (`encoder=`, `--encoder`); `register_encoder` adds a user's.
 ENCODERS: dict[str, EncoderFn] = {'small_cnn': small_cnn, 'resnet18': resnet18}
+
+
+def register_encoder(name: str, encoder_fn: EncoderFn, *, replace: bool = False) -> EncoderFn:
+  """Makes `name` usable as `encoder=` and `--encoder` (load it with `--plugin`); returns `encoder_fn`.
+
+  `encoder_fn(input_shape)` returns a Keras model mapping a batch of images to
+  feature vectors.
+  """
+  if not isinstance(name, str) or not name.isidentifier():
+    raise ValueError(f'name must be a Python identifier, got {name!r}')
+  if name in ENCODERS and not replace:
+    raise ValueError(f'encoder {name!r} is already registered; pass replace=True to replace it')
+  if not callable(encoder_fn):
+    raise TypeError(f'encoder_fn must be a callable input_shape -> keras.Model, got {type(encoder_fn).__name__}')
+  ENCODERS[name] = encoder_fn
+  return encoder_fn
 
 
 def projector(feature_dim: int, projection_dim: int) -> tf.keras.Model:
