@@ -18,6 +18,8 @@ from tests.data import fake_cifar
 from tff_orchestra import cli
 from tff_orchestra import runtime
 from tff_orchestra import train
+from tff_orchestra.aggregators import registry
+from tff_orchestra.orchestra import model as orchestra_model
 
 TINY = [
     '--clients', '3', '--clients-per-round', '2', '--local-epochs', '1', '--projection-dim', '16',
@@ -195,6 +197,10 @@ def test_resume_continues_after_the_last_checkpoint(tmp_path):
         (['--workers', 'nohost'], "argument --workers: expected 'host:port' addresses (port 1-65535), got 'nohost'"),
         (['--workers', 'a:1,a:1'], 'argument --workers: each worker once'),
         (['--worker-timeout', '0'], 'must be a number > 0'),
+        (['--plugin', 'no_such_plugin_module'], "plugin 'no_such_plugin_module' cannot be imported: ModuleNotFoundError"),
+        (['--aggregator', 'mean', '--aggregator', 'secure_sum'], 'MeanFactory) takes no inner factory'),
+        (['--aggregator', 'gaussian_noise:noise_multiplier=1.0,clip=1.0,expected_clients_per_round=None'],
+         "output='mean' (the default) divides the noisy sum by expected_clients_per_round"),
     ],
 )
 def test_bad_input_is_one_error_line_and_writes_nothing(arguments, message, tmp_path, capsys):
@@ -227,6 +233,77 @@ def test_aggregator_specs_build_the_chain():
   )
   assert type(factory).__name__ == 'ClusterQualityWeighting' and factory.num_clusters == 3
   assert type(train.build_aggregator(_config("unused", rounds=1))) is tff.aggregators.MeanFactory
+
+
+USER_PLUGIN = '''
+"""A third party's aggregator and encoder, registered without editing tff_orchestra."""
+import tensorflow as tf
+import tensorflow_federated as tff
+from tff_orchestra import aggregators as agg, orchestra
+from tff_orchestra.aggregators import composition
+
+
+class ZeroingLargeCoordinates(agg.ComposableFactory, tff.aggregators.UnweightedAggregationFactory):
+  """Zeroes coordinates above `limit` in magnitude, then the inner factory aggregates."""
+
+  inner_kind = composition.UNWEIGHTED
+
+  def __init__(self, limit, *, inner_factory=None):
+    if inner_factory is not None:
+      composition.check_inner(self, inner_factory)
+    self._limit = float(limit)
+
+  def default_inner_factory(self):
+    return tff.aggregators.SumFactory()
+
+  def create(self, value_type):
+    inner = self.inner_factory.create(value_type)
+    limit = self._limit
+    zero_large = tff.tensorflow.computation(
+        lambda v: tf.nest.map_structure(lambda x: tf.where(tf.abs(x) > limit, tf.zeros_like(x), x), v), value_type)
+
+    @tff.federated_computation(inner.initialize.type_signature.result, tff.FederatedType(value_type, tff.CLIENTS))
+    def next_fn(state, value):
+      return inner.next(state, tff.federated_map(zero_large, value))
+
+    return tff.templates.AggregationProcess(inner.initialize, next_fn)
+
+
+def tiny_encoder(input_shape):
+  inputs = tf.keras.Input(input_shape)
+  x = tf.keras.layers.Conv2D(8, 3, padding='same', activation='relu')(inputs)
+  return tf.keras.Model(inputs, tf.keras.layers.GlobalAveragePooling2D()(x))
+
+
+agg.register_aggregator('zero_large', ZeroingLargeCoordinates)
+orchestra.register_encoder('tiny_encoder', tiny_encoder)
+'''
+
+
+def test_a_third_party_plugin_is_usable_from_the_cli(tmp_path, monkeypatch, capsys):
+  (tmp_path / 'third_party_plugin.py').write_text(USER_PLUGIN)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  monkeypatch.setattr(registry, '_REGISTRY', dict(registry._REGISTRY))  # pylint: disable=protected-access
+  output_dir = tmp_path / 'run'
+  arguments = [
+      'train', '--output-dir', str(output_dir), *TINY, '--rounds', '1', '--plugin', 'third_party_plugin',
+      '--encoder', 'tiny_encoder', '--aggregator', 'zero_large:limit=10.0',
+      '--aggregator', 'secure_sum:bits=30,bound=100.0',
+  ]
+  try:
+    assert cli.main(arguments) == 0
+    capsys.readouterr()
+    assert cli.main(['aggregators', '--plugin', 'third_party_plugin']) == 0
+  finally:
+    orchestra_model.ENCODERS.pop('tiny_encoder', None)
+    sys.modules.pop('third_party_plugin', None)
+  rows = json.loads((output_dir / 'metrics.json').read_text())
+  assert 'aggregator/mean_value/secure_bound' in rows[-1]  # zero_large -> secure sum, averaged by the chain
+  saved = json.loads((output_dir / 'config.json').read_text())
+  assert saved['plugins'] == ['third_party_plugin'] and saved['encoder'] == 'tiny_encoder'
+  listing = capsys.readouterr().out
+  assert 'zero_large: Zeroes coordinates above `limit`' in listing and 'keys: limit' in listing
+  assert 'max_clients (default: --clients-per-round)' in listing
 
 
 def test_cifar10_from_a_local_archive(tmp_path):

@@ -87,3 +87,50 @@ def test_trains_in_fed_avg(name):
     dp = aggregator['cluster_quality']['mean_value']
     assert np.isfinite(dp['epsilon']) and dp['rounds'] == ROUNDS
     assert set(dp['dp']) == {'secure_clipped_count', 'secure_bound', 'secure_quantization_step'}
+
+
+def _weights_after_one_round(learner):
+  state = learner.next(learner.initialize(), _client_data()).state
+  return tf.nest.flatten(learner.get_model_weights(state).trainable)
+
+
+# The same words give the same model update as TFF's own mean: zero noise, a clip and
+# bounds that touch nothing, and 30 bits of fixed point (error ~1e-8 per coordinate).
+MEAN_COMPOSITIONS = {
+    'weighted chain': (True, lambda: agg.chain(
+        agg.ClusterQualityWeighting(2),
+        agg.GaussianNoise(0.0, 1e3, expected_clients_per_round=4),
+        agg.SecureFixedPointSum(100.0, bits=30, max_clients=4),
+    )),
+    'GaussianNoise alone': (False, lambda: agg.GaussianNoise(0.0, 1e3, expected_clients_per_round=4)),
+    'unweighted chain of sums': (False, lambda: agg.chain(
+        agg.GaussianNoise(0.0, 1e3, output='sum'), agg.SecureFixedPointSum(100.0, bits=30, max_clients=4)
+    )),
+}
+
+
+@pytest.fixture(scope='module')
+def tff_mean_weights():
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.5)
+  return {
+      True: _weights_after_one_round(tff.learning.algorithms.build_weighted_fed_avg(
+          _model_fn, optimizer, client_weighting=tff.learning.ClientWeighting.UNIFORM,
+          model_aggregator=tff.aggregators.MeanFactory())),
+      False: _weights_after_one_round(tff.learning.algorithms.build_unweighted_fed_avg(
+          _model_fn, optimizer, model_aggregator=tff.aggregators.UnweightedMeanFactory())),
+  }
+
+
+@pytest.mark.filterwarnings('ignore::UserWarning')
+@pytest.mark.parametrize('name', list(MEAN_COMPOSITIONS))
+def test_the_model_moves_by_the_mean_update_as_with_tff_mean(name, tff_mean_weights):
+  weighted, make_factory = MEAN_COMPOSITIONS[name]
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.5)
+  if weighted:
+    learner = tff.learning.algorithms.build_weighted_fed_avg(
+        _model_fn, optimizer, client_weighting=tff.learning.ClientWeighting.UNIFORM, model_aggregator=make_factory()
+    )
+  else:
+    learner = tff.learning.algorithms.build_unweighted_fed_avg(_model_fn, optimizer, model_aggregator=make_factory())
+  for ours, tffs in zip(_weights_after_one_round(learner), tff_mean_weights[weighted]):
+    np.testing.assert_allclose(ours, tffs, atol=1e-6)

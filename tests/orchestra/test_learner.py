@@ -131,6 +131,37 @@ def test_trains_with_each_factory(name):
     assert aggregator['rounds'] == 3
 
 
+def _weights_after_training_round(learner):
+  state = learner.initialize()
+  for _ in range(2):  # round 0 trains nothing
+    state = learner.next(state, _client_datasets()).state
+  return tf.nest.flatten(learner.get_model_weights(state))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    'make_factory',
+    [
+        lambda: agg.GaussianNoise(0.0, clip=1e6, expected_clients_per_round=3),
+        lambda: agg.chain(agg.GaussianNoise(0.0, clip=1e6, output='sum'), agg.SecureFixedPointSum(1e3, bits=40, max_clients=3)),
+    ],
+    ids=['GaussianNoise alone', 'chain of sums'],
+)
+def test_the_model_moves_by_the_mean_update(process, make_factory):
+  """Equal example counts: the default weighted MeanFactory is the plain mean these must equal."""
+  learner = orchestra.build_orchestra_process(SHAPE, config=CONFIG, model_update_aggregation_factory=make_factory())
+  for ours, mean in zip(_weights_after_training_round(learner), _weights_after_training_round(process)):
+    np.testing.assert_allclose(ours, mean, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    'factory', [agg.SecureFixedPointSum(), tff.aggregators.SumFactory(), agg.GaussianNoise(1.0, 1.0, output='sum')]
+)
+def test_a_factory_that_sums_is_refused(factory):
+  with pytest.raises(ValueError, match=r'model_update_aggregation_factory: \w+ yields the sum.*agg\.chain'):
+    orchestra.build_orchestra_process(SHAPE, config=CONFIG, model_update_aggregation_factory=factory)
+
+
 def test_bad_arguments():
   with pytest.raises(ValueError, match='input_shape'):
     orchestra.build_orchestra_process((8, 6, 1))
