@@ -49,6 +49,16 @@ def _three_chained():
     )
 
 
+def _fed_avg(model_aggregator, weighted):
+  """TFF's weighted (uniform client weights) or unweighted fed-avg with `model_aggregator`."""
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.5)
+  if weighted:
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        _model_fn, optimizer, client_weighting=tff.learning.ClientWeighting.UNIFORM, model_aggregator=model_aggregator
+    )
+  return tff.learning.algorithms.build_unweighted_fed_avg(_model_fn, optimizer, model_aggregator=model_aggregator)
+
+
 CASES = {
     'cluster_quality': (lambda: agg.ClusterQualityWeighting(2), True, ('quality_mean', 'effective_clients')),
     'gaussian_noise': (
@@ -64,13 +74,7 @@ CASES = {
 @pytest.mark.parametrize('name', list(CASES))
 def test_trains_in_fed_avg(name):
   make_factory, weighted, expected_keys = CASES[name]
-  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.5)
-  if weighted:
-    learner = tff.learning.algorithms.build_weighted_fed_avg(
-        _model_fn, optimizer, client_weighting=tff.learning.ClientWeighting.UNIFORM, model_aggregator=make_factory()
-    )
-  else:
-    learner = tff.learning.algorithms.build_unweighted_fed_avg(_model_fn, optimizer, model_aggregator=make_factory())
+  learner = _fed_avg(make_factory(), weighted)
   data = _client_data()
   state = learner.initialize()
   losses = []
@@ -111,13 +115,9 @@ MEAN_COMPOSITIONS = {
 
 @pytest.fixture(scope='module')
 def tff_mean_weights():
-  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.5)
   return {
-      True: _weights_after_one_round(tff.learning.algorithms.build_weighted_fed_avg(
-          _model_fn, optimizer, client_weighting=tff.learning.ClientWeighting.UNIFORM,
-          model_aggregator=tff.aggregators.MeanFactory())),
-      False: _weights_after_one_round(tff.learning.algorithms.build_unweighted_fed_avg(
-          _model_fn, optimizer, model_aggregator=tff.aggregators.UnweightedMeanFactory())),
+      True: _weights_after_one_round(_fed_avg(tff.aggregators.MeanFactory(), weighted=True)),
+      False: _weights_after_one_round(_fed_avg(tff.aggregators.UnweightedMeanFactory(), weighted=False)),
   }
 
 
@@ -125,12 +125,6 @@ def tff_mean_weights():
 @pytest.mark.parametrize('name', list(MEAN_COMPOSITIONS))
 def test_the_model_moves_by_the_mean_update_as_with_tff_mean(name, tff_mean_weights):
   weighted, make_factory = MEAN_COMPOSITIONS[name]
-  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=0.5)
-  if weighted:
-    learner = tff.learning.algorithms.build_weighted_fed_avg(
-        _model_fn, optimizer, client_weighting=tff.learning.ClientWeighting.UNIFORM, model_aggregator=make_factory()
-    )
-  else:
-    learner = tff.learning.algorithms.build_unweighted_fed_avg(_model_fn, optimizer, model_aggregator=make_factory())
+  learner = _fed_avg(make_factory(), weighted)
   for ours, tffs in zip(_weights_after_one_round(learner), tff_mean_weights[weighted]):
     np.testing.assert_allclose(ours, tffs, atol=1e-6)
