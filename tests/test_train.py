@@ -15,6 +15,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tests.data import fake_cifar
+from tff_orchestra import aggregators as agg
 from tff_orchestra import cli
 from tff_orchestra import runtime
 from tff_orchestra import train
@@ -233,6 +234,34 @@ def test_aggregator_specs_build_the_chain():
   )
   assert type(factory).__name__ == 'ClusterQualityWeighting' and factory.num_clusters == 3
   assert type(train.build_aggregator(_config("unused", rounds=1))) is tff.aggregators.MeanFactory
+
+
+def test_cli_flags_build_the_model_aggregator_python_builds():
+  """Parsed `--aggregator` flags and the same chain in Python: the same numbers, the mean."""
+  args = cli.build_parser().parse_args([
+      'train', '--output-dir', 'unused', '--clients', '3', '--clients-per-round', '3', '--seed', '7',
+      '--aggregator', 'cluster_quality:num_clusters=2,sketch_dim=16',
+      '--aggregator', 'gaussian_noise:noise_multiplier=0.0,clip=100.0',
+      '--aggregator', 'secure_sum:bound=100.0,bits=30',
+  ])
+  from_cli = train.build_aggregator(cli.train_config(args, 'unused'))
+  with pytest.warns(UserWarning, match='sums the client weights without noise'):
+    from_python = agg.chain(
+        agg.ClusterQualityWeighting(2, sketch_dim=16, seed=7),
+        agg.GaussianNoise(0.0, clip=100.0, expected_clients_per_round=3),
+        agg.SecureFixedPointSum(100.0, bits=30, max_clients=3),
+    )
+  values = [np.array([1.0, 2.0], np.float32), np.array([2.0, 3.0], np.float32), np.array([6.0, 4.0], np.float32)]
+  results = []
+  for factory in (from_cli, from_python):
+    process = factory.create(tff.TensorType(np.float32, [2]), tff.TensorType(np.float32))
+    state = process.initialize()
+    for _ in range(2):
+      output = process.next(state, values, [1.0, 1.0, 1.0])
+      state = output.state
+      results.append(output.result)
+  np.testing.assert_allclose(results[:2], results[2:], atol=1e-5)
+  np.testing.assert_allclose(results[0], [3.0, 3.0], atol=1e-5)
 
 
 USER_PLUGIN = '''
