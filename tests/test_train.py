@@ -267,35 +267,8 @@ def test_cli_flags_build_the_model_aggregator_python_builds():
 USER_PLUGIN = '''
 """A third party's aggregator and encoder, registered without editing tff_orchestra."""
 import tensorflow as tf
-import tensorflow_federated as tff
+from tests.aggregators.testing import ClipEachCoordinate
 from tff_orchestra import aggregators as agg, orchestra
-from tff_orchestra.aggregators import composition
-
-
-class ZeroingLargeCoordinates(agg.ComposableFactory, tff.aggregators.UnweightedAggregationFactory):
-  """Zeroes coordinates above `limit` in magnitude, then the inner factory aggregates."""
-
-  inner_kind = composition.UNWEIGHTED
-
-  def __init__(self, limit, *, inner_factory=None):
-    if inner_factory is not None:
-      composition.check_inner(self, inner_factory)
-    self._limit = float(limit)
-
-  def default_inner_factory(self):
-    return tff.aggregators.SumFactory()
-
-  def create(self, value_type):
-    inner = self.inner_factory.create(value_type)
-    limit = self._limit
-    zero_large = tff.tensorflow.computation(
-        lambda v: tf.nest.map_structure(lambda x: tf.where(tf.abs(x) > limit, tf.zeros_like(x), x), v), value_type)
-
-    @tff.federated_computation(inner.initialize.type_signature.result, tff.FederatedType(value_type, tff.CLIENTS))
-    def next_fn(state, value):
-      return inner.next(state, tff.federated_map(zero_large, value))
-
-    return tff.templates.AggregationProcess(inner.initialize, next_fn)
 
 
 def tiny_encoder(input_shape):
@@ -304,7 +277,7 @@ def tiny_encoder(input_shape):
   return tf.keras.Model(inputs, tf.keras.layers.GlobalAveragePooling2D()(x))
 
 
-agg.register_aggregator('zero_large', ZeroingLargeCoordinates)
+agg.register_aggregator('clip_each', ClipEachCoordinate)
 orchestra.register_encoder('tiny_encoder', tiny_encoder)
 '''
 
@@ -316,7 +289,7 @@ def test_a_third_party_plugin_is_usable_from_the_cli(tmp_path, monkeypatch, caps
   output_dir = tmp_path / 'run'
   arguments = [
       'train', '--output-dir', str(output_dir), *TINY, '--rounds', '1', '--plugin', 'third_party_plugin',
-      '--encoder', 'tiny_encoder', '--aggregator', 'zero_large:limit=10.0',
+      '--encoder', 'tiny_encoder', '--aggregator', 'clip_each:limit=10.0',
       '--aggregator', 'secure_sum:bits=30,bound=100.0',
   ]
   try:
@@ -327,11 +300,11 @@ def test_a_third_party_plugin_is_usable_from_the_cli(tmp_path, monkeypatch, caps
     orchestra_model.ENCODERS.pop('tiny_encoder', None)
     sys.modules.pop('third_party_plugin', None)
   rows = json.loads((output_dir / 'metrics.json').read_text())
-  assert 'aggregator/mean_value/secure_bound' in rows[-1]  # zero_large -> secure sum, averaged by the chain
+  assert 'aggregator/mean_value/secure_bound' in rows[-1]  # clip_each -> secure sum, averaged by the chain
   saved = json.loads((output_dir / 'config.json').read_text())
   assert saved['plugins'] == ['third_party_plugin'] and saved['encoder'] == 'tiny_encoder'
   listing = capsys.readouterr().out
-  assert 'zero_large: Zeroes coordinates above `limit`' in listing and 'keys: limit' in listing
+  assert 'clip_each: A user\'s stage: clips every coordinate' in listing and 'keys: limit' in listing
   assert 'max_clients (default: --clients-per-round)' in listing
 
 

@@ -5,10 +5,9 @@ import warnings
 
 import numpy as np
 import pytest
-import tensorflow as tf
 import tensorflow_federated as tff
 
-from tests.aggregators.testing import CountingMeanFactory, CountingSumFactory
+from tests.aggregators.testing import ClipEachCoordinate, CountingMeanFactory, CountingSumFactory
 from tff_orchestra import aggregators as agg
 from tff_orchestra.aggregators import composition
 
@@ -22,38 +21,6 @@ def _quiet_chain(*stages, **kwargs):
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', UserWarning)  # the weight-sum DP note
     return agg.chain(*stages, **kwargs)
-
-
-class ClipEachCoordinate(agg.ComposableFactory, tff.aggregators.UnweightedAggregationFactory):
-  """A user's stage: clips every coordinate to [-limit, limit], then its inner factory aggregates.
-
-  It takes any unweighted inner factory and yields what that yields.
-  """
-
-  inner_kind = composition.UNWEIGHTED
-
-  def __init__(self, limit: float, *, inner_factory=None):
-    if not limit > 0:
-      raise ValueError(f'limit must be > 0, got {limit}')
-    if inner_factory is not None:
-      composition.check_inner(self, inner_factory)
-    self._limit = float(limit)
-
-  def default_inner_factory(self):
-    return tff.aggregators.SumFactory()
-
-  def create(self, value_type):
-    inner = self.inner_factory.create(value_type)
-    limit = self._limit
-    clip = tff.tensorflow.computation(
-        lambda value: tf.nest.map_structure(lambda x: tf.clip_by_value(x, -limit, limit), value), value_type
-    )
-
-    @tff.federated_computation(inner.initialize.type_signature.result, tff.FederatedType(value_type, tff.CLIENTS))
-    def next_fn(state, value):
-      return inner.next(state, tff.federated_map(clip, value))
-
-    return tff.templates.AggregationProcess(inner.initialize, next_fn)
 
 
 class DuckTypedMean(tff.aggregators.UnweightedAggregationFactory):

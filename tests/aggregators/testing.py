@@ -1,11 +1,13 @@
-"""Shared test pieces: counting inner factories (state counts rounds, measurement is 42)
-and the value types every factory must reject at `create()`."""
+"""Shared test pieces: counting inner factories (state counts rounds, measurement is 42),
+the value types every factory must reject at `create()`, and a user's chain stage."""
 
 import collections
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
+
+from tff_orchestra.aggregators.composition import ComposableFactory, check_inner
 
 MEASUREMENT = 42.0
 
@@ -75,3 +77,35 @@ class CountingMeanFactory(tff.aggregators.WeightedAggregationFactory):
       return tff.templates.MeasuredProcessOutput(tff.federated_map(_increment, state), result, measurements)
 
     return tff.templates.AggregationProcess(init_fn, next_fn)
+
+
+class ClipEachCoordinate(ComposableFactory, tff.aggregators.UnweightedAggregationFactory):
+  """A user's stage: clips every coordinate to [-limit, limit], then its inner factory aggregates.
+
+  It takes any unweighted inner factory and yields what that yields.
+  """
+
+  inner_kind = 'unweighted'
+
+  def __init__(self, limit: float, *, inner_factory=None):
+    if not limit > 0:
+      raise ValueError(f'limit must be > 0, got {limit}')
+    if inner_factory is not None:
+      check_inner(self, inner_factory)
+    self._limit = float(limit)
+
+  def default_inner_factory(self):
+    return tff.aggregators.SumFactory()
+
+  def create(self, value_type):
+    inner = self.inner_factory.create(value_type)
+    limit = self._limit
+    clip = tff.tensorflow.computation(
+        lambda value: tf.nest.map_structure(lambda x: tf.clip_by_value(x, -limit, limit), value), value_type
+    )
+
+    @tff.federated_computation(inner.initialize.type_signature.result, tff.FederatedType(value_type, tff.CLIENTS))
+    def next_fn(state, value):
+      return inner.next(state, tff.federated_map(clip, value))
+
+    return tff.templates.AggregationProcess(inner.initialize, next_fn)
