@@ -8,9 +8,11 @@ stage that sums) yields their sum.**
 * `output_of(factory)` says which one a factory yields: what it declares
   (`factory.output`), else what TFF's own factories are known to yield, else
   `'mean'`, the meaning TFF's learners give any `model_aggregator`.
-* `as_model_aggregator(factory)` is the one gate every learner, the CLI and the
-  notebooks go through: a mean passes (an unweighted one ignores the weights, as
-  `build_unweighted_fed_avg` does), a sum is refused with what to write instead.
+* `as_model_aggregator(factory)` is the gate of this library's learner (and so of
+  the CLI and the notebooks that train with it): a mean passes (an unweighted one
+  ignores the weights, as `build_unweighted_fed_avg` does), a sum is refused with
+  what to write instead. `chain` builds by the same rule, so what it returns is a
+  mean wherever it goes, TFF's own fed-avg included.
 * `ComposableStage` is the protocol that lets any factory, ours or a user's,
   take part in `chain`; `ComposableFactory` implements its plumbing
   (`inner_factory`, `with_inner`, `with_output`, `replace`, `__repr__`) once.
