@@ -1,9 +1,7 @@
-"""Composable TFF aggregation factories and the federated Orchestra learner."""
+"""Composable TFF aggregation factories and the federated Orchestra learner.
 
-import os
-
-# TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) buries the
-# output users care about; a value the user set is left alone.
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+Importing the package changes nothing in the process: the `tff-orchestra`
+command and the notebooks quieten TensorFlow's start-up logs themselves.
+"""
 
 __version__ = '0.1.0'

@@ -23,8 +23,6 @@ import os
 import sys
 from typing import Optional, Sequence
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # Before TensorFlow loads.
-
 
 def _positive_int(text: str) -> int:
   value = int(text)
@@ -210,7 +208,13 @@ def _list_aggregators(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) would bury
+  # the output; TensorFlow loads after this line. A value the user set is kept.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   args = build_parser().parse_args(argv)
+  from tff_orchestra.runtime import workers  # pylint: disable=import-outside-toplevel
+
+  workers.register_exit_hook()  # every command leaves no worker and no teardown noise behind
   if args.command == 'train':
     return _train(args)
   if args.command == 'aggregators':

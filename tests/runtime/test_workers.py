@@ -120,15 +120,15 @@ def test_a_worker_that_dies_before_serving_is_retried(monkeypatch):
     attempts.append(1)
     return '/bin/false' if len(attempts) == 1 else real
 
-  monkeypatch.setattr(runtime, 'worker_binary_path', crash_first)
-  worker = runtime._start_worker(-1)  # pylint: disable=protected-access
+  monkeypatch.setattr(runtime.workers, 'worker_binary_path', crash_first)
+  worker = runtime.workers._start_worker(-1)  # pylint: disable=protected-access
   try:
     assert len(attempts) == 2 and worker.is_alive()
   finally:
-    runtime._forget(worker)  # pylint: disable=protected-access
+    runtime.workers._forget(worker)  # pylint: disable=protected-access
 
 
 def test_a_worker_that_never_starts_is_a_clear_error(monkeypatch):
-  monkeypatch.setattr(runtime, 'worker_binary_path', lambda: '/bin/false')
+  monkeypatch.setattr(runtime.workers, 'worker_binary_path', lambda: '/bin/false')
   with pytest.raises(RuntimeError, match='failed to start 3 times.*exited with code 1 before serving'):
-    runtime._start_worker(-1)  # pylint: disable=protected-access
+    runtime.workers._start_worker(-1)  # pylint: disable=protected-access
