@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use('Agg')  # Files only; no display needed.
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib.figure import Figure  # Files only: no pyplot, so no backend is chosen for the process.
 
 LOSS_SERIES = (
     ('client_work/train/cluster_loss', 'cluster loss (clients)'),
@@ -20,7 +17,8 @@ LOSS_SERIES = (
 def plot_losses(rows: Sequence[dict], path: str | os.PathLike) -> None:
   """Losses and global clusters in use per round (round 0 trains nothing)."""
   rounds = [row['round'] for row in rows if row['round'] > 0]
-  figure, (losses, usage) = plt.subplots(1, 2, figsize=(11, 4))
+  figure = Figure(figsize=(11, 4))
+  losses, usage = figure.subplots(1, 2)
   for key, label in LOSS_SERIES:
     losses.plot(rounds, [row[key] for row in rows if row['round'] > 0], marker='.', label=label)
   losses.set_xlabel('round')
@@ -31,24 +29,24 @@ def plot_losses(rows: Sequence[dict], path: str | os.PathLike) -> None:
   usage.set_title('global clusters in use')
   figure.tight_layout()
   figure.savefig(path, dpi=110)
-  plt.close(figure)
 
 
 def plot_epsilon(rows: Sequence[dict], epsilon_key: str, path: str | os.PathLike) -> None:
-  figure, axes = plt.subplots(figsize=(6, 4))
+  figure = Figure(figsize=(6, 4))
+  axes = figure.subplots()
   axes.plot([row['round'] for row in rows], [row[epsilon_key] for row in rows], marker='.')
   axes.set_xlabel('round')
   axes.set_ylabel('epsilon')
   axes.set_title(f'privacy spent ({epsilon_key})')
   figure.tight_layout()
   figure.savefig(path, dpi=110)
-  plt.close(figure)
 
 
 def plot_evaluation(table: Sequence[dict], path: str | os.PathLike) -> None:
   """Grouped bars: each metric, each method."""
   metrics = (('few_label_probe', 'few-label probe'), ('linear_probe', 'linear probe'), ('knn', 'kNN'), ('nmi', 'NMI'))
-  figure, axes = plt.subplots(figsize=(8, 4))
+  figure = Figure(figsize=(8, 4))
+  axes = figure.subplots()
   width = 0.8 / len(table)
   for index, row in enumerate(table):
     positions = [m + index * width for m in range(len(metrics))]
@@ -60,4 +58,3 @@ def plot_evaluation(table: Sequence[dict], path: str | os.PathLike) -> None:
   axes.set_title('Orchestra against baselines (test split)')
   figure.tight_layout()
   figure.savefig(path, dpi=110)
-  plt.close(figure)

@@ -1,0 +1,53 @@
+"""The PNG plots of a run: written, of the size asked, without choosing a matplotlib backend."""
+
+import subprocess
+import sys
+
+import matplotlib.image
+import pytest
+
+from tff_orchestra.evaluation import plots
+
+ROWS = [
+    {
+        'round': r,
+        'client_work/train/cluster_loss': 2.0 - 0.1 * r,
+        'client_work/train/degeneracy_loss': 1.4 - 0.05 * r,
+        'client_work/global_clustering/loss': 0.5,
+        'client_work/global_clustering/clusters_in_use': 4 + r,
+        'aggregator/epsilon': 0.3 * r,
+    }
+    for r in range(4)
+]
+TABLE = [
+    {'method': 'orchestra', 'few_label_probe': 0.8, 'linear_probe': 0.9, 'knn': 0.85, 'nmi': 0.7},
+    {'method': 'raw pixels', 'few_label_probe': 0.7, 'linear_probe': 0.88, 'knn': 0.9, 'nmi': 0.6},
+]
+
+
+@pytest.mark.parametrize(
+    'draw, size',
+    [
+        (lambda path: plots.plot_losses(ROWS, path), (11, 4)),
+        (lambda path: plots.plot_epsilon(ROWS, 'aggregator/epsilon', path), (6, 4)),
+        (lambda path: plots.plot_evaluation(TABLE, path), (8, 4)),
+    ],
+    ids=['losses', 'epsilon', 'evaluation'],
+)
+def test_each_plot_is_a_png_of_its_size(draw, size, tmp_path):
+  path = tmp_path / 'plot.png'
+  draw(path)
+  pixels = matplotlib.image.imread(path)
+  assert pixels.shape[:2] == (size[1] * 110, size[0] * 110)  # inches x dpi 110
+  assert pixels.std() > 0  # something is drawn
+
+
+def test_a_missing_loss_is_a_key_error(tmp_path):
+  with pytest.raises(KeyError, match='cluster_loss'):
+    plots.plot_losses([{'round': 1}], tmp_path / 'plot.png')
+
+
+def test_importing_plots_leaves_the_matplotlib_backend_alone():
+  script = 'import tff_orchestra.evaluation.plots, sys; print("matplotlib.pyplot" in sys.modules)'
+  done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True, timeout=120, check=True)
+  assert done.stdout.strip() == 'False'
