@@ -1,0 +1,184 @@
+"""The run: its output directory, its rounds, and its evaluation (`tff-orchestra train`).
+
+One run lives in one output directory:
+
+    config.json        the configuration (a resume must match it, rounds aside)
+    checkpoints/       round_XXXXX.npz, written atomically; the last two kept
+    metrics.json/.csv  one row per completed round, nested names joined by '/'
+    partition.txt      the clients' label skew
+    evaluation.json/.csv, losses.png, epsilon.png (with DP), evaluation.png
+
+Round 0 is Orchestra's training-free initialisation round; `rounds` counts the
+training rounds after it. Clients per round are sampled without replacement
+from a generator seeded by (seed, round), so a resumed run samples exactly as
+an uninterrupted one; with noise-free aggregators it reproduces it exactly
+(DP noise and stochastic rounding draw fresh randomness, as they must).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from tqdm import tqdm
+
+from tff_orchestra import data as data_lib
+from tff_orchestra import evaluation
+from tff_orchestra import orchestra
+from tff_orchestra import runtime
+from tff_orchestra.evaluation import plots
+from tff_orchestra.orchestra.features import embed
+from tff_orchestra.training import checkpoints
+from tff_orchestra.training import config as config_lib
+from tff_orchestra.training import metrics as metrics_lib
+from tff_orchestra.training import sampling
+from tff_orchestra.training.config import ConfigError, TrainConfig
+
+
+def prepare_output_dir(config: TrainConfig, resume: bool) -> tuple[int, list[dict]]:
+  """Starts a run in a new directory, or continues the one there with `resume`.
+
+  Returns (next round, metric rows kept). Continuing a finished run trains no
+  more rounds (unless `rounds` grew) and evaluates again.
+  """
+  config_path = os.path.join(config.output_dir, 'config.json')
+  if not os.path.exists(config_path):
+    os.makedirs(config.output_dir, exist_ok=True)
+    metrics_lib.write_json(config_path, dataclasses.asdict(config))
+    return 0, []
+  if not resume:
+    raise ConfigError(f'{config.output_dir} already holds a run; pass --resume to continue it, or another --output-dir')
+  with open(config_path) as file:
+    saved = json.load(file)
+  saved_config = TrainConfig(
+      **{**saved, 'aggregators': tuple(saved['aggregators']), 'plugins': tuple(saved.get('plugins', ()))}
+  )
+  if saved_config.identity() != config.identity():
+    changed = sorted(k for k, v in config.identity().items() if saved_config.identity().get(k) != v)
+    raise ConfigError(f'{config.output_dir} holds a run with a different configuration ({", ".join(changed)} differ)')
+  checkpoint = checkpoints.latest_checkpoint(config.output_dir)
+  if checkpoint is None:
+    return 0, []
+  round_num = checkpoint[0]
+  rows = []
+  metrics_path = os.path.join(config.output_dir, 'metrics.json')
+  if os.path.exists(metrics_path):
+    with open(metrics_path) as file:
+      rows = [row for row in json.load(file) if row['round'] <= round_num]
+  return round_num + 1, rows
+
+
+def evaluate(config: TrainConfig, split: data_lib.FederatedSplit, initial_weights, final_weights, centroids) -> list[dict]:
+  """Orchestra against the random-init encoder and raw pixels on the same split."""
+  embed_kwargs = dict(encoder=config.encoder, projection_dim=config.projection_dim)
+  common = dict(labels_per_class=config.labels_per_class, seed=config.seed)
+  train_features, _ = embed(final_weights, split.train_images, **embed_kwargs)
+  test_features, test_projections = embed(final_weights, split.test_images, **embed_kwargs)
+  rows = [
+      evaluation.evaluate_features(
+          'orchestra', train_features, split.train_labels, test_features, split.test_labels,
+          centroids=centroids, test_projections=test_projections, **common,
+      )
+  ]
+  random_train, _ = embed(initial_weights, split.train_images, **embed_kwargs)
+  random_test, _ = embed(initial_weights, split.test_images, **embed_kwargs)
+  rows.append(
+      evaluation.evaluate_features(
+          'random encoder', random_train, split.train_labels, random_test, split.test_labels, **common
+      )
+  )
+  rows.append(
+      evaluation.evaluate_features(
+          'raw pixels',
+          evaluation.pixel_features(split.train_images), split.train_labels,
+          evaluation.pixel_features(split.test_images), split.test_labels,
+          **common,
+      )
+  )
+  return rows
+
+
+def run(
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    workers: Optional[Sequence[str]] = None,
+    worker_timeout: float = 30.0,
+) -> dict[str, Any]:
+  """Trains (or resumes) a run and evaluates it. Returns metrics rows and the table.
+
+  `workers` (`'host:port'` addresses of running TFF worker_binaries) run it
+  there instead of on a local worker (`runtime.simulation_context`); they are
+  not part of the run's identity, so a resumed run may use other workers. A
+  worker that stops answering for `worker_timeout` seconds raises
+  `runtime.WorkerUnavailableError`; every round before it is checkpointed.
+  """
+  config.validate()
+  split = config_lib.load_split(config)
+  start_round, rows = prepare_output_dir(config, resume)
+  out = config.output_dir
+  summary = data_lib.format_partition_summary(data_lib.partition_summary(split.train_labels, split.partitions))
+  with open(os.path.join(out, 'partition.txt'), 'w') as file:
+    file.write(summary + '\n')
+
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter('always', UserWarning)
+    factory = config_lib.build_aggregator(config)
+  for warning in caught:
+    tqdm.write(f'note: {warning.message}')
+
+  input_shape = split.train_images.shape[1:]
+  with runtime.simulation_context(workers=workers, connect_timeout=worker_timeout):
+    process = orchestra.build_orchestra_process(
+        input_shape, encoder=config.encoder, config=config.orchestra_config(),
+        client_weighting=config_lib.CLIENT_WEIGHTINGS[config.client_weighting],
+        model_update_aggregation_factory=factory,
+    )
+    initial_state = process.initialize()
+    state = initial_state
+    if start_round > 0:
+      restored_round, state = checkpoints.restore_checkpoint(out, initial_state, start_round - 1)
+      start_round = restored_round + 1
+      rows = [row for row in rows if row['round'] <= restored_round]
+    final_round = config.rounds
+    bar = tqdm(total=final_round + 1, initial=start_round, desc='rounds', disable=not progress, unit='round')
+    for round_num in range(start_round, final_round + 1):
+      clients = sampling.sample_clients(split.client_ids, config.clients_per_round, config.seed, round_num)
+      datasets = [
+          orchestra.prepare_client_dataset(
+              sampling.shuffled(
+                  split.client_data.create_tf_dataset_for_client(cid),
+                  (config.seed, round_num, split.client_ids.index(cid)),
+              ),
+              config.batch_size,
+          )
+          for cid in clients
+      ]
+      started = time.perf_counter()
+      output = process.next(state, datasets)
+      state = output.state
+      row = {'round': round_num, 'seconds': time.perf_counter() - started, **metrics_lib.flatten_metrics(output.metrics)}
+      checkpoints.save_checkpoint(out, round_num, state)
+      rows.append(row)
+      metrics_lib.write_metrics(out, rows)
+      bar.set_postfix(metrics_lib.progress_postfix(row))
+      bar.update(1)
+    bar.close()
+    table = evaluate(
+        config, split, process.get_model_weights(initial_state), process.get_model_weights(state),
+        orchestra.global_centroids(state),
+    )
+
+  evaluation.write_table(table, os.path.join(out, 'evaluation'))
+  plots.plot_losses(rows, os.path.join(out, 'losses.png'))
+  epsilon_keys = [k for k in rows[-1] if k.endswith('epsilon')]
+  if epsilon_keys:
+    plots.plot_epsilon(rows, epsilon_keys[0], os.path.join(out, 'epsilon.png'))
+  plots.plot_evaluation(table, os.path.join(out, 'evaluation.png'))
+  return {'rows': rows, 'table': table, 'partition': summary}
