@@ -77,7 +77,7 @@ def main(argv=None) -> int:
   parser.add_argument('--json', default='benchmarks/results/orchestra_quality.json')
   args = parser.parse_args(argv)
 
-  from tff_orchestra import train  # pylint: disable=import-outside-toplevel
+  from tff_orchestra import training  # pylint: disable=import-outside-toplevel
 
   tables, seconds = [], []
   with tempfile.TemporaryDirectory() as scratch:
@@ -86,8 +86,8 @@ def main(argv=None) -> int:
       config = cli.train_config(args, os.path.join(scratch, f'seed_{seed}'))
       started = time.perf_counter()
       try:
-        result = train.run(config, progress=False)
-      except train.ConfigError as error:
+        result = training.run(config, progress=False)
+      except training.ConfigError as error:
         print(f'orchestra_quality: error: {error}', file=sys.stderr)
         return 2
       seconds.append(time.perf_counter() - started)

@@ -85,16 +85,16 @@ def read_rows(output_dir: str) -> list[dict]:
     return json.load(file)
 
 
-def one_run(args, name: str, aggregators: tuple[str, ...], output_dir: str, train) -> dict:
+def one_run(args, name: str, aggregators: tuple[str, ...], output_dir: str, training) -> dict:
   """Trains and evaluates one configuration; returns its result row."""
   args.aggregator = list(aggregators)
   config = cli.train_config(args, output_dir)
   started = time.perf_counter()
   error = None
   try:
-    result = train.run(config, progress=False)
+    result = training.run(config, progress=False)
     rows, table = result['rows'], result['table']
-  except train.ConfigError:
+  except training.ConfigError:
     raise
   except Exception as exception:  # pylint: disable=broad-except
     # A run destroyed by noise may leave non-finite features: report it, do not hide it.
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
   if not args.clip > 0 or not 0 < args.delta < 1 or any(not z >= 0 for z in args.noise_multipliers):
     parser.error('--clip must be > 0, --delta in (0, 1) and the noise multipliers >= 0')
 
-  from tff_orchestra import train  # pylint: disable=import-outside-toplevel
+  from tff_orchestra import training  # pylint: disable=import-outside-toplevel
   from tff_orchestra.aggregators import privacy_accounting  # pylint: disable=import-outside-toplevel
 
   q = args.clients_per_round / args.clients
@@ -197,8 +197,8 @@ def main(argv=None) -> int:
   with tempfile.TemporaryDirectory() as scratch:
     for index, (name, z, aggregators) in enumerate(runs):
       try:
-        result = one_run(args, name, aggregators, os.path.join(scratch, f'run_{index}'), train)
-      except train.ConfigError as error:
+        result = one_run(args, name, aggregators, os.path.join(scratch, f'run_{index}'), training)
+      except training.ConfigError as error:
         print(f'privacy_utility: error: {error}', file=sys.stderr)
         return 2
       result['noise_multiplier'] = z

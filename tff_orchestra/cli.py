@@ -56,7 +56,7 @@ def _worker_addresses(text: str) -> list[str]:
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
   """The options of `train` (shared with benchmarks/orchestra_quality.py)."""
-  from tff_orchestra.train import TrainConfig  # pylint: disable=import-outside-toplevel
+  from tff_orchestra.training import TrainConfig  # pylint: disable=import-outside-toplevel
 
   DEFAULTS = TrainConfig  # pylint: disable=invalid-name
   parser.add_argument('--dataset', default='digits', help='digits (ships with scikit-learn), cifar10 or cifar100')
@@ -98,9 +98,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def train_config(args: argparse.Namespace, output_dir: str):
   """The `TrainConfig` for parsed `add_train_arguments` options."""
-  from tff_orchestra import train  # pylint: disable=import-outside-toplevel
+  from tff_orchestra import training  # pylint: disable=import-outside-toplevel
 
-  return train.TrainConfig(
+  return training.TrainConfig(
       output_dir=output_dir,
       dataset=args.dataset,
       data_dir=args.data_dir,
@@ -163,22 +163,23 @@ def _train(args: argparse.Namespace) -> int:
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   from tff_orchestra import runtime  # pylint: disable=import-outside-toplevel
-  from tff_orchestra import train  # pylint: disable=import-outside-toplevel
+  from tff_orchestra import training  # pylint: disable=import-outside-toplevel
   from tff_orchestra.evaluation import format_table  # pylint: disable=import-outside-toplevel
+  from tff_orchestra.training import checkpoints  # pylint: disable=import-outside-toplevel
 
   tf.get_logger().setLevel('ERROR')  # Keras deprecation notices would bury the progress bar.
 
   config = train_config(args, args.output_dir)
   try:
-    result = train.run(
+    result = training.run(
         config, resume=args.resume, progress=not args.no_progress,
         workers=args.workers, worker_timeout=args.worker_timeout,
     )
-  except train.ConfigError as error:
+  except training.ConfigError as error:
     print(f'tff-orchestra: error: {error}', file=sys.stderr)
     return 2
   except runtime.WorkerUnavailableError as error:
-    checkpoint = train.latest_checkpoint(config.output_dir)
+    checkpoint = checkpoints.latest_checkpoint(config.output_dir)
     saved = f'round {checkpoint[0]} is the last one checkpointed' if checkpoint else 'no round is checkpointed yet'
     print(
         f'tff-orchestra: error: {error}; {saved}: rerun this command with --resume to continue',
@@ -192,12 +193,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _list_aggregators(args: argparse.Namespace) -> int:
-  from tff_orchestra import train  # pylint: disable=import-outside-toplevel
+  from tff_orchestra import training  # pylint: disable=import-outside-toplevel
   from tff_orchestra.aggregators import registry  # pylint: disable=import-outside-toplevel
+  from tff_orchestra.training import config  # pylint: disable=import-outside-toplevel
 
   try:
-    train.load_plugins(args.plugin)
-  except train.ConfigError as error:
+    config.load_plugins(args.plugin)
+  except training.ConfigError as error:
     print(f'tff-orchestra: error: {error}', file=sys.stderr)
     return 2
   for name, entry in sorted(registry.registered_aggregators().items()):

@@ -1,6 +1,5 @@
-"""`tff-orchestra train`: outputs, resume equality, and one-line errors for bad input."""
+"""`tff-orchestra train` end to end: outputs, resume equality, faults, and one-line errors for bad input."""
 
-import csv
 import json
 import os
 import shutil
@@ -11,16 +10,12 @@ import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
-import tensorflow_federated as tff
 
 from tests.data import fake_cifar
-from tff_orchestra import aggregators as agg
-from tff_orchestra import cli
-from tff_orchestra import runtime
-from tff_orchestra import train
+from tff_orchestra import cli, runtime, training
 from tff_orchestra.aggregators import registry
 from tff_orchestra.orchestra import model as orchestra_model
+from tff_orchestra.training import loop
 
 TINY = [
     '--clients', '3', '--clients-per-round', '2', '--local-epochs', '1', '--projection-dim', '16',
@@ -36,13 +31,13 @@ def _config(output_dir, rounds, **overrides):
       global_clustering_steps=10, labels_per_class=2,
   )
   settings.update(overrides)
-  return train.TrainConfig(**settings)
+  return training.TrainConfig(**settings)
 
 
 @pytest.fixture(scope='module')
 def straight_run(tmp_path_factory):
   output_dir = tmp_path_factory.mktemp('straight')
-  result = train.run(_config(output_dir, rounds=3), progress=False)
+  result = training.run(_config(output_dir, rounds=3), progress=False)
   return output_dir, result
 
 
@@ -92,8 +87,8 @@ def test_a_run_writes_every_output(straight_run):
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(straight_run, tmp_path):
   straight_dir, straight = straight_run
-  train.run(_config(tmp_path, rounds=1), progress=False)
-  resumed = train.run(_config(tmp_path, rounds=3), resume=True, progress=False)
+  training.run(_config(tmp_path, rounds=1), progress=False)
+  resumed = training.run(_config(tmp_path, rounds=3), resume=True, progress=False)
   _assert_same_rows(straight['rows'], resumed['rows'])
   _assert_same_checkpoint(straight_dir, tmp_path)
 
@@ -103,7 +98,7 @@ def test_a_corrupt_checkpoint_is_named_and_the_previous_one_used(straight_run, t
   run_dir = tmp_path / 'run'
   shutil.copytree(straight_dir, run_dir)
   (run_dir / 'checkpoints' / 'round_00003.npz').write_bytes(b'not a zip file')
-  resumed = train.run(_config(run_dir, rounds=3), resume=True, progress=False)
+  resumed = training.run(_config(run_dir, rounds=3), resume=True, progress=False)
   assert 'round_00003.npz is unreadable' in capsys.readouterr().err
   _assert_same_rows(straight['rows'], resumed['rows'])
   _assert_same_checkpoint(straight_dir, run_dir)
@@ -176,9 +171,9 @@ def test_a_remote_worker_killed_mid_run_is_named_and_resume_on_new_workers_match
 
 def test_resume_continues_after_the_last_checkpoint(tmp_path):
   """A crash after round 1's checkpoint loses nothing: metrics beyond it are dropped."""
-  train.run(_config(tmp_path, rounds=2), progress=False)
+  training.run(_config(tmp_path, rounds=2), progress=False)
   os.remove(tmp_path / 'checkpoints' / 'round_00002.npz')
-  start, rows = train.prepare_output_dir(_config(tmp_path, rounds=2), resume=True)
+  start, rows = loop.prepare_output_dir(_config(tmp_path, rounds=2), resume=True)
   assert start == 2 and [row['round'] for row in rows] == [0, 1]
 
 
@@ -224,44 +219,6 @@ def test_existing_output_is_left_alone(straight_run, tmp_path, capsys):
   assert cli.main(['train', '--output-dir', str(straight_dir), *TINY, '--rounds', '3', '--seed', '5', '--resume']) == 2
   assert 'different configuration (seed differ)' in capsys.readouterr().err
   assert {p: p.stat().st_mtime_ns for p in straight_dir.rglob('*')} == before
-
-
-def test_aggregator_specs_build_the_chain():
-  factory = train.build_aggregator(
-      _config('unused', rounds=1, clients_per_round=2, aggregators=(
-          'cluster_quality:num_clusters=3', 'gaussian_noise:noise_multiplier=0.5,clip=1.0', 'secure_sum:bits=20'
-      ))
-  )
-  assert type(factory).__name__ == 'ClusterQualityWeighting' and factory.num_clusters == 3
-  assert type(train.build_aggregator(_config("unused", rounds=1))) is tff.aggregators.MeanFactory
-
-
-def test_cli_flags_build_the_model_aggregator_python_builds():
-  """Parsed `--aggregator` flags and the same chain in Python: the same numbers, the mean."""
-  args = cli.build_parser().parse_args([
-      'train', '--output-dir', 'unused', '--clients', '3', '--clients-per-round', '3', '--seed', '7',
-      '--aggregator', 'cluster_quality:num_clusters=2,sketch_dim=16',
-      '--aggregator', 'gaussian_noise:noise_multiplier=0.0,clip=100.0',
-      '--aggregator', 'secure_sum:bound=100.0,bits=30',
-  ])
-  from_cli = train.build_aggregator(cli.train_config(args, 'unused'))
-  with pytest.warns(UserWarning, match='sums the client weights without noise'):
-    from_python = agg.chain(
-        agg.ClusterQualityWeighting(2, sketch_dim=16, seed=7),
-        agg.GaussianNoise(0.0, clip=100.0, expected_clients_per_round=3),
-        agg.SecureFixedPointSum(100.0, bits=30, max_clients=3),
-    )
-  values = [np.array([1.0, 2.0], np.float32), np.array([2.0, 3.0], np.float32), np.array([6.0, 4.0], np.float32)]
-  results = []
-  for factory in (from_cli, from_python):
-    process = factory.create(tff.TensorType(np.float32, [2]), tff.TensorType(np.float32))
-    state = process.initialize()
-    for _ in range(2):
-      output = process.next(state, values, [1.0, 1.0, 1.0])
-      state = output.state
-      results.append(output.result)
-  np.testing.assert_allclose(results[:2], results[2:], atol=1e-5)
-  np.testing.assert_allclose(results[0], [3.0, 3.0], atol=1e-5)
 
 
 USER_PLUGIN = '''
@@ -313,24 +270,7 @@ def test_cifar10_from_a_local_archive(tmp_path):
   files[fake_cifar.CIFAR10['test']] = fake_cifar.batch(10, 60, seed=99)
   fake_cifar.write_archive(tmp_path / 'data', 10, files)
   config = _config(tmp_path / 'run', rounds=1, dataset='cifar10', data_dir=str(tmp_path / 'data'), client_weighting='uniform')
-  result = train.run(config, progress=False)
+  result = training.run(config, progress=False)
   assert len(result['table']) == 3
   rows = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
   assert rows[-1]['client_work/train/examples'] > 0
-
-
-def test_shuffled_order_comes_from_numpy_and_the_seed_only():
-  dataset = tf.data.Dataset.from_tensor_slices({'x': np.arange(10.0), 'y': np.arange(10)})
-  order = np.random.default_rng((0, 3, 1)).permutation(10)
-  got = list(train.shuffled(dataset, (0, 3, 1)).as_numpy_iterator())
-  assert [int(element['y']) for element in got] == order.tolist()
-  assert [float(element['x']) for element in got] == order.astype(float).tolist()
-  assert list(train.shuffled(dataset.take(0), (0, 3, 1))) == []
-
-
-def test_metrics_csv_keeps_list_values_in_one_cell(tmp_path):
-  rows = [{'round': 0, 'aggregator/prototype_mass': [0.25, 0.75], 'loss': 1.5}]
-  train.write_metrics(str(tmp_path), rows)
-  with open(tmp_path / 'metrics.csv', newline='') as file:
-    read = list(csv.DictReader(file))
-  assert read == [{'round': '0', 'aggregator/prototype_mass': '[0.25, 0.75]', 'loss': '1.5'}]
