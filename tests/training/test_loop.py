@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.data import fake_cifar
+from tests.training.test_metrics import read_tensorboard_scalars
 from tff_orchestra import cli, runtime, training
 from tff_orchestra.aggregators import registry
 from tff_orchestra.orchestra import model as orchestra_model
@@ -83,6 +84,9 @@ def test_a_run_writes_every_output(straight_run):
   assert {row['method'] for row in result['table']} == {'orchestra', 'random encoder', 'raw pixels'}
   header = (output_dir / 'metrics.csv').read_text().splitlines()[0]
   assert 'client_work/global_clustering/clusters_in_use' in header
+  scalars = read_tensorboard_scalars(output_dir / 'tensorboard')
+  assert sorted(scalars['client_work/train/cluster_loss']) == [0, 1, 2, 3]
+  assert scalars['client_work/train/cluster_loss'][3] == pytest.approx(rows[3]['client_work/train/cluster_loss'])
 
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(straight_run, tmp_path):

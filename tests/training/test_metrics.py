@@ -5,6 +5,7 @@ import csv
 import json
 
 import numpy as np
+import tensorflow as tf
 
 from tff_orchestra.training import metrics
 
@@ -39,3 +40,23 @@ def test_write_json_replaces_the_file_whole(tmp_path):
   metrics.write_json(path, {'b': np.float32(2.5)})
   assert json.loads((tmp_path / 'x.json').read_text()) == {'b': 2.5}
   assert not (tmp_path / 'x.json.partial').exists()
+
+
+def read_tensorboard_scalars(directory):
+  """{tag: {step: value}} of the event files in `directory`."""
+  scalars = {}
+  for path in sorted(directory.glob('events.out.tfevents.*')):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for value in event.summary.value:
+        scalars.setdefault(value.tag, {})[event.step] = float(tf.make_ndarray(value.tensor))
+  return scalars
+
+
+def test_tensorboard_gets_every_number_of_a_row_at_its_round(tmp_path):
+  writer = metrics.TensorBoardWriter(str(tmp_path))
+  writer.write({'round': 0, 'seconds': 1.5, 'aggregator/epsilon': 2.0, 'aggregator/prototype_mass': [0.5, 0.5]})
+  writer.write({'round': 1, 'seconds': 1.25, 'aggregator/epsilon': 3.0, 'aggregator/budget_exhausted': True})
+  writer.close()
+  assert read_tensorboard_scalars(tmp_path / 'tensorboard') == {
+      'seconds': {0: 1.5, 1: 1.25}, 'aggregator/epsilon': {0: 2.0, 1: 3.0},
+  }

@@ -5,6 +5,7 @@ One run lives in one output directory:
     config.json        the configuration (a resume must match it, rounds aside)
     checkpoints/       round_XXXXX.npz, written atomically; the last two kept
     metrics.json/.csv  one row per completed round, nested names joined by '/'
+    tensorboard/       the same numbers as TensorBoard scalars (`tensorboard --logdir <dir>`)
     partition.txt      the clients' label skew
     evaluation.json/.csv, losses.png, epsilon.png (with DP), evaluation.png
 
@@ -148,6 +149,7 @@ def run(
       rows = [row for row in rows if row['round'] <= restored_round]
     final_round = config.rounds
     bar = tqdm(total=final_round + 1, initial=start_round, desc='rounds', disable=not progress, unit='round')
+    tensorboard = metrics_lib.TensorBoardWriter(out)
     for round_num in range(start_round, final_round + 1):
       clients = sampling.sample_clients(split.client_ids, config.clients_per_round, config.seed, round_num)
       datasets = [
@@ -167,9 +169,11 @@ def run(
       checkpoints.save_checkpoint(out, round_num, state)
       rows.append(row)
       metrics_lib.write_metrics(out, rows)
+      tensorboard.write(row)
       bar.set_postfix(metrics_lib.progress_postfix(row))
       bar.update(1)
     bar.close()
+    tensorboard.close()
     table = evaluate(
         config, split, process.get_model_weights(initial_state), process.get_model_weights(state),
         orchestra.global_centroids(state),

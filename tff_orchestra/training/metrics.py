@@ -1,4 +1,11 @@
-"""A run's metrics: one flat row per round, in metrics.json and metrics.csv, and the progress bar's text."""
+"""A run's metrics: one flat row per round, in metrics.json and metrics.csv and for
+TensorBoard, and the progress bar's text.
+
+TensorBoard gets every number of a row as a scalar under its '/'-joined name, at
+step = round, through `tf.summary` (what Keras and TFF users open). A resumed
+run writes again from the round after its checkpoint; TensorBoard drops the
+orphaned later steps of the interrupted run (its default `--purge_orphaned_data`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +15,7 @@ import os
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 
 def flatten_metrics(metrics, prefix: str = '') -> dict[str, Any]:
@@ -53,3 +61,20 @@ def progress_postfix(row: dict) -> dict[str, str]:
   if epsilon:
     shown['eps'] = epsilon[0]
   return {k: f'{v:.3g}' if isinstance(v, float) else str(v) for k, v in shown.items() if v is not None}
+
+
+class TensorBoardWriter:
+  """Writes each row's numbers as scalars to `<output_dir>/tensorboard` (step = round)."""
+
+  def __init__(self, output_dir: str):
+    self._writer = tf.summary.create_file_writer(os.path.join(output_dir, 'tensorboard'))
+
+  def write(self, row: dict) -> None:
+    with self._writer.as_default(step=int(row['round'])):
+      for name, value in row.items():
+        if name != 'round' and isinstance(value, (int, float)) and not isinstance(value, bool):
+          tf.summary.scalar(name, value)
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
