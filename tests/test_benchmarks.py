@@ -102,3 +102,12 @@ def test_remote_workers_smoke(tmp_path):
   for row in report['results']:
     assert row['round_seconds'] > 0 and all(cpu > 0 for cpu in row['worker_cpu_seconds_per_round'])
   assert stdout.count('worker CPU') == 3
+
+
+@pytest.mark.slow
+def test_checkpoint_formats_smoke(tmp_path):
+  report, stdout = _run('checkpoint_formats.py', '--repeats', '1', json_path=tmp_path / 'checkpoints.json')
+  assert report['exact'] == {'npz': True, 'manager': True}
+  assert set(report['median_seconds']) == {'npz save', 'npz load', 'manager save', 'manager load'}
+  assert report['manager_existing_version'].startswith('ProgramStateExistsError')
+  assert 'manager over npz' in stdout

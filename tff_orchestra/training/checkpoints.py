@@ -4,6 +4,16 @@ A checkpoint holds the learning process state's leaves (`np.savez`); it is
 written to a temporary file, fsynced and renamed, so a crash leaves either
 the old or the new file. A checkpoint that cannot be read, or does not fit
 the process state, is named and the previous one is used.
+
+Why not `tff.program.FileProgramStateManager` (measured by
+`benchmarks/checkpoint_formats.py` on the digits learner's state, 50 arrays,
+0.9M floats): it cannot save the nested state (TypeError from
+`tf.saved_model.save`: "this __dict__ descriptor does not support
+'_DictWrapper' objects"); given the flat arrays it round-trips them exactly but
+takes 38x the time to save and 27x to load (0.42 s / 0.29 s against 0.011 s);
+it refuses to save a version it holds (`ProgramStateExistsError`), which a
+resume past a lost checkpoint meets, and a corrupt version raises `OSError`, so
+the fall-back to the previous checkpoint would be ours anyway.
 """
 
 from __future__ import annotations

@@ -5,6 +5,10 @@ TensorBoard gets every number of a row as a scalar under its '/'-joined name, at
 step = round, through `tf.summary` (what Keras and TFF users open). A resumed
 run writes again from the round after its checkpoint; TensorBoard drops the
 orphaned later steps of the interrupted run (its default `--purge_orphaned_data`).
+TFF's `tff.program.TensorBoardReleaseManager` writes the same `tf.summary`
+scalars, but its `release` is a coroutine: driving it with `asyncio.run` fails
+inside a running event loop, such as a notebook's, where `training.run` is
+also called; so the writer is used directly.
 """
 
 from __future__ import annotations
