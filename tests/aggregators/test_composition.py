@@ -97,7 +97,7 @@ def test_as_model_aggregator_takes_every_mean_and_refuses_every_sum(name):
 
 
 def test_chain_of_any_single_stage_yields_the_mean():
-  for name, (make, weighted) in FACTORIES.items():
+  for name, (make, _) in FACTORIES.items():
     factory = agg.chain(make())
     assert agg.output_of(factory) == 'mean', name
 

@@ -138,6 +138,12 @@ def _weights_after_training_round(learner):
   return tf.nest.flatten(learner.get_model_weights(state))
 
 
+@pytest.fixture(scope='module')
+def mean_weights(process):
+  """The default weighted MeanFactory's weights after a training round, trained once for the module."""
+  return _weights_after_training_round(process)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     'make_factory',
@@ -147,10 +153,10 @@ def _weights_after_training_round(learner):
     ],
     ids=['GaussianNoise alone', 'chain of sums'],
 )
-def test_the_model_moves_by_the_mean_update(process, make_factory):
+def test_the_model_moves_by_the_mean_update(mean_weights, make_factory):
   """Equal example counts: the default weighted MeanFactory is the plain mean these must equal."""
   learner = orchestra.build_orchestra_process(SHAPE, config=CONFIG, model_update_aggregation_factory=make_factory())
-  for ours, mean in zip(_weights_after_training_round(learner), _weights_after_training_round(process)):
+  for ours, mean in zip(_weights_after_training_round(learner), mean_weights):
     np.testing.assert_allclose(ours, mean, rtol=1e-4, atol=1e-5)
 
 
