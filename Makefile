@@ -21,16 +21,12 @@ $(STAMP): pyproject.toml requirements/tff-0.87.txt
 	$(PY) -m pip install --quiet -c requirements/tff-0.87.txt -e '.[test]'
 	@touch $(STAMP)
 
-# The main job: Orchestra on digits, 10 non-IID clients, the three factories chained.
-# --resume makes it idempotent: a finished run is evaluated again, not retrained.
+# The main job: Orchestra on digits, 10 non-IID clients, the three factories
+# chained (examples/digits.toml). --resume makes it idempotent: a finished run is
+# evaluated again, not retrained.
 RUN_DIR ?= outputs/digits-orchestra
 run: install
-	$(VENV)/bin/tff-orchestra train --output-dir $(RUN_DIR) --resume \
-	  --dataset digits --clients 10 --alpha 0.1 --clients-per-round 10 --rounds 30 --seed 0 \
-	  --no-flip --min-crop-area 0.6 --client-weighting uniform \
-	  --aggregator cluster_quality:num_clusters=4 \
-	  --aggregator gaussian_noise:noise_multiplier=0.002,clip=5.0 \
-	  --aggregator secure_sum:bits=24,bound=5.0
+	$(VENV)/bin/tff-orchestra train --config examples/digits.toml --output-dir $(RUN_DIR) --resume
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -22,7 +22,7 @@ import time
 import numpy as np
 from report import write_report
 
-from tff_orchestra import cli
+from tff_orchestra import settings, training
 
 METRICS = ('few_label_probe', 'linear_probe', 'knn', 'nmi', 'ari', 'centroid_nmi')
 PERCENT = ('few_label_probe', 'linear_probe', 'knn')
@@ -72,21 +72,22 @@ def verdicts(summary) -> dict[str, bool]:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  cli.add_train_arguments(parser)
+  base = training.TrainConfig.build(output_dir='unused', progress=False)
+  settings.add_arguments(parser, training.TrainConfig, exclude=('run.output_dir', 'run.seed'), base=base)
   parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
   parser.add_argument('--json', default='benchmarks/results/orchestra_quality.json')
   args = parser.parse_args(argv)
-
-  from tff_orchestra import training  # pylint: disable=import-outside-toplevel
+  try:
+    config = settings.replace(base, settings.given_arguments(args))
+  except settings.ConfigError as error:
+    parser.error(str(error))
 
   tables, seconds = [], []
   with tempfile.TemporaryDirectory() as scratch:
     for seed in args.seeds:
-      args.seed = seed
-      config = cli.train_config(args, os.path.join(scratch, f'seed_{seed}'))
       started = time.perf_counter()
       try:
-        result = training.run(config, progress=False)
+        result = training.run(config.replace(seed=seed, output_dir=os.path.join(scratch, f'seed_{seed}')))
       except training.ConfigError as error:
         print(f'orchestra_quality: error: {error}', file=sys.stderr)
         return 2
@@ -100,7 +101,7 @@ def main(argv=None) -> int:
     print(f'orchestra beats both baselines on {metric}: {"yes" if beats else "NO"}')
   write_report(
       args.json,
-      {k: v for k, v in vars(args).items() if k not in ('json', 'seed')},
+      {'train': settings.to_mapping(config.replace(output_dir='(one per seed)')), 'seeds': args.seeds},
       seconds_per_seed=seconds,
       summary=summary,
       beats_both_baselines=outcome,

@@ -42,7 +42,7 @@ import time
 
 from report import write_report
 
-from tff_orchestra import cli
+from tff_orchestra import settings, training
 
 METRICS = ('few_label_probe', 'nmi', 'linear_probe', 'knn', 'ari', 'centroid_nmi')
 PERCENT = ('few_label_probe', 'linear_probe', 'knn')
@@ -85,14 +85,13 @@ def read_rows(output_dir: str) -> list[dict]:
     return json.load(file)
 
 
-def one_run(args, name: str, aggregators: tuple[str, ...], output_dir: str, training) -> dict:
+def one_run(config: training.TrainConfig, name: str, aggregators: tuple[str, ...], output_dir: str) -> dict:
   """Trains and evaluates one configuration; returns its result row."""
-  args.aggregator = list(aggregators)
-  config = cli.train_config(args, output_dir)
+  config = config.replace(aggregators=aggregators, output_dir=output_dir)
   started = time.perf_counter()
   error = None
   try:
-    result = training.run(config, progress=False)
+    result = training.run(config)
     rows, table = result['rows'], result['table']
   except training.ConfigError:
     raise
@@ -164,10 +163,12 @@ def format_table(results: list[dict], baselines: dict, q: float, delta: float) -
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  cli.add_train_arguments(parser)
   # A DP benchmark needs q < 1 and data-independent weights: these defaults differ from `train`'s.
-  parser.set_defaults(clients=50, clients_per_round=10, rounds=60, client_weighting='uniform')
+  base = training.TrainConfig.build(
+      output_dir='unused', num_clients=50, clients_per_round=10, rounds=60, client_weighting='uniform', progress=False,
+  )
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  settings.add_arguments(parser, training.TrainConfig, exclude=('run.output_dir', 'aggregation.aggregators'), base=base)
   parser.add_argument(
       '--noise-multipliers', type=float, nargs='+', default=[0.0, 0.001, 0.01, 0.1, 1.0],
       help='one DP run per noise multiplier z (0: clipping only); a run without DP always comes first',
@@ -179,17 +180,19 @@ def main(argv=None) -> int:
   parser.add_argument('--delta', type=float, default=1e-5, help='delta of the reported epsilon')
   parser.add_argument('--json', default='benchmarks/results/privacy_utility.json')
   args = parser.parse_args(argv)
-  if args.aggregator:
-    parser.error('--aggregator is not supported: this benchmark builds the aggregator of every run itself')
   if not args.clip > 0 or not 0 < args.delta < 1 or any(not z >= 0 for z in args.noise_multipliers):
     parser.error('--clip must be > 0, --delta in (0, 1) and the noise multipliers >= 0')
 
-  from tff_orchestra import training  # pylint: disable=import-outside-toplevel
+  try:
+    config = settings.replace(base, settings.given_arguments(args))
+  except settings.ConfigError as error:
+    parser.error(str(error))
   from tff_orchestra.aggregators import privacy_accounting  # pylint: disable=import-outside-toplevel
 
-  q = args.clients_per_round / args.clients
+  clients, clients_per_round = config.data.num_clients, config.run.clients_per_round
+  q = clients_per_round / clients
   runs = [('no DP', None, ())] + [
-      (f'DP z={z:g}', z, (gaussian_noise_spec(z, args.clip, args.clients, args.delta),))
+      (f'DP z={z:g}', z, (gaussian_noise_spec(z, args.clip, clients, args.delta),))
       for z in args.noise_multipliers
   ]
   results, baselines = [], {}
@@ -197,7 +200,7 @@ def main(argv=None) -> int:
   with tempfile.TemporaryDirectory() as scratch:
     for index, (name, z, aggregators) in enumerate(runs):
       try:
-        result = one_run(args, name, aggregators, os.path.join(scratch, f'run_{index}'), training)
+        result = one_run(config, name, aggregators, os.path.join(scratch, f'run_{index}'))
       except training.ConfigError as error:
         print(f'privacy_utility: error: {error}', file=sys.stderr)
         return 2
@@ -210,7 +213,7 @@ def main(argv=None) -> int:
             delta=args.delta,
             sampling_rate_q=q,
             # The mean update's noise per coordinate: z * clip / clients per round.
-            noise_stddev_per_coordinate_of_mean=z * args.clip / args.clients_per_round,
+            noise_stddev_per_coordinate_of_mean=z * args.clip / clients_per_round,
         )
         if 'rounds_accounted' in result:
           # The in-graph accountant against dp_accounting, for the rounds the run recorded.
@@ -233,7 +236,8 @@ def main(argv=None) -> int:
   print(f'total {total:.0f} s')
   write_report(
       args.json,
-      {k: v for k, v in vars(args).items() if k not in ('json', 'aggregator')},
+      {'train': settings.to_mapping(config.replace(output_dir='(one per run)')),
+       **{k: v for k, v in vars(args).items() if k in ('noise_multipliers', 'clip', 'delta')}},
       sampling_rate_q=q,
       delta=args.delta,
       accounting=(

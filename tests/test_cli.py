@@ -13,7 +13,6 @@ from tff_orchestra import cli
         (['fedavg-demo', '--rounds', '0'], 'must be at least 1'),
         (['fedavg-demo', '--noise-multiplier', '-1'], 'must be a number >= 0'),
         (['evaluate'], 'invalid choice'),
-        (['train'], 'the following arguments are required: --output-dir'),
         ([], 'required'),
     ],
 )
@@ -23,6 +22,13 @@ def test_bad_arguments_end_with_one_error_line(argv, message, capsys):
   assert exit_info.value.code == 2
   error_lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith('tff-orchestra')]
   assert len(error_lines) == 1 and message in error_lines[0]
+
+
+def test_train_without_an_output_dir_is_one_error_line(capsys):
+  assert cli.main(['train']) == 2
+  assert capsys.readouterr().err.strip() == (
+      'tff-orchestra: error: --output-dir is required (or output_dir in the [run] of a --config file)'
+  )
 
 
 def test_console_script_is_installed():

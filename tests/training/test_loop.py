@@ -13,7 +13,7 @@ import pytest
 
 from tests.data import fake_cifar
 from tests.training.test_metrics import read_tensorboard_scalars
-from tff_orchestra import cli, runtime, training
+from tff_orchestra import cli, runtime, settings, training
 from tff_orchestra.aggregators import registry
 from tff_orchestra.orchestra import model as orchestra_model
 from tff_orchestra.training import loop
@@ -29,16 +29,16 @@ def _config(output_dir, rounds, **overrides):
   settings = dict(
       output_dir=str(output_dir), num_clients=3, clients_per_round=2, rounds=rounds, local_epochs=1,
       projection_dim=16, num_global_clusters=8, num_local_clusters=4, memory_size=16,
-      global_clustering_steps=10, labels_per_class=2,
+      global_clustering_steps=10, labels_per_class=2, progress=False,
   )
   settings.update(overrides)
-  return training.TrainConfig(**settings)
+  return training.TrainConfig.build(**settings)
 
 
 @pytest.fixture(scope='module')
 def straight_run(tmp_path_factory):
   output_dir = tmp_path_factory.mktemp('straight')
-  result = training.run(_config(output_dir, rounds=3), progress=False)
+  result = training.run(_config(output_dir, rounds=3))
   return output_dir, result
 
 
@@ -74,7 +74,7 @@ def _start_cli_past_round_1(output_dir, *options):
 
 def test_a_run_writes_every_output(straight_run):
   output_dir, result = straight_run
-  for name in ('config.json', 'metrics.json', 'metrics.csv', 'partition.txt', 'evaluation.json',
+  for name in ('config.toml', 'metrics.json', 'metrics.csv', 'partition.txt', 'evaluation.json',
                'evaluation.csv', 'losses.png', 'evaluation.png'):
     assert (output_dir / name).stat().st_size > 0, name
   assert sorted(os.listdir(output_dir / 'checkpoints')) == ['round_00002.npz', 'round_00003.npz']
@@ -91,8 +91,8 @@ def test_a_run_writes_every_output(straight_run):
 
 def test_resume_gives_the_same_result_as_an_uninterrupted_run(straight_run, tmp_path):
   straight_dir, straight = straight_run
-  training.run(_config(tmp_path, rounds=1), progress=False)
-  resumed = training.run(_config(tmp_path, rounds=3), resume=True, progress=False)
+  training.run(_config(tmp_path, rounds=1))
+  resumed = training.run(_config(tmp_path, rounds=3), resume=True)
   _assert_same_rows(straight['rows'], resumed['rows'])
   _assert_same_checkpoint(straight_dir, tmp_path)
 
@@ -102,7 +102,7 @@ def test_a_corrupt_checkpoint_is_named_and_the_previous_one_used(straight_run, t
   run_dir = tmp_path / 'run'
   shutil.copytree(straight_dir, run_dir)
   (run_dir / 'checkpoints' / 'round_00003.npz').write_bytes(b'not a zip file')
-  resumed = training.run(_config(run_dir, rounds=3), resume=True, progress=False)
+  resumed = training.run(_config(run_dir, rounds=3), resume=True)
   assert 'round_00003.npz is unreadable' in capsys.readouterr().err
   _assert_same_rows(straight['rows'], resumed['rows'])
   _assert_same_checkpoint(straight_dir, run_dir)
@@ -175,7 +175,7 @@ def test_a_remote_worker_killed_mid_run_is_named_and_resume_on_new_workers_match
 
 def test_resume_continues_after_the_last_checkpoint(tmp_path):
   """A crash after round 1's checkpoint loses nothing: metrics beyond it are dropped."""
-  training.run(_config(tmp_path, rounds=2), progress=False)
+  training.run(_config(tmp_path, rounds=2))
   os.remove(tmp_path / 'checkpoints' / 'round_00002.npz')
   start, rows = loop.prepare_output_dir(_config(tmp_path, rounds=2), resume=True)
   assert start == 2 and [row['round'] for row in rows] == [0, 1]
@@ -184,16 +184,16 @@ def test_resume_continues_after_the_last_checkpoint(tmp_path):
 @pytest.mark.parametrize(
     'arguments, message',
     [
-        (['--dataset', 'mnist'], "unknown dataset 'mnist'"),
+        (['--dataset', 'mnist'], "argument --dataset: must be one of digits, cifar10, cifar100, got 'mnist'"),
         (['--aggregator', 'median'], "unknown aggregator 'median'"),
         (['--aggregator', 'gaussian_noise:noise_multiplier=1.0'], "missing 1 required positional argument: 'clip'"),
         (['--aggregator', 'secure_sum:bits=70'], 'bits'),
-        (['--alpha', '0'], 'must be a number > 0'),
+        (['--alpha', '0'], 'argument --alpha: must be a number > 0, got 0.0'),
         (['--alpha', '-1'], 'must be a number > 0'),
-        (['--clients-per-round', '5'], 'clients per round (5) cannot exceed the number of clients (3)'),
-        (['--dataset', 'cifar10'], 'needs --data-dir'),
+        (['--clients-per-round', '5'], 'argument --clients-per-round: cannot exceed the number of clients (data.num_clients = 3), got 5'),
+        (['--dataset', 'cifar10'], 'argument --data-dir: must name the folder with the cifar10 archive'),
         (['--dataset', 'cifar10', '--data-dir', '/nonexistent'], '/nonexistent'),
-        (['--encoder', 'vgg'], "unknown encoder 'vgg'"),
+        (['--encoder', 'vgg'], "argument --encoder: must be one of resnet18, small_cnn (or registered by a plugin), got 'vgg'"),
         (['--workers', 'nohost'], "argument --workers: expected 'host:port' addresses (port 1-65535), got 'nohost'"),
         (['--workers', 'a:1,a:1'], 'argument --workers: each worker once'),
         (['--worker-timeout', '0'], 'must be a number > 0'),
@@ -221,7 +221,7 @@ def test_existing_output_is_left_alone(straight_run, tmp_path, capsys):
   assert cli.main(['train', '--output-dir', str(straight_dir), *TINY, '--rounds', '3']) == 2
   assert 'pass --resume' in capsys.readouterr().err
   assert cli.main(['train', '--output-dir', str(straight_dir), *TINY, '--rounds', '3', '--seed', '5', '--resume']) == 2
-  assert 'different configuration (seed differ)' in capsys.readouterr().err
+  assert 'different configuration (run.seed: saved 0, given 5)' in capsys.readouterr().err
   assert {p: p.stat().st_mtime_ns for p in straight_dir.rglob('*')} == before
 
 
@@ -262,8 +262,8 @@ def test_a_third_party_plugin_is_usable_from_the_cli(tmp_path, monkeypatch, caps
     sys.modules.pop('third_party_plugin', None)
   rows = json.loads((output_dir / 'metrics.json').read_text())
   assert 'aggregator/mean_value/secure_bound' in rows[-1]  # clip_each -> secure sum, averaged by the chain
-  saved = json.loads((output_dir / 'config.json').read_text())
-  assert saved['plugins'] == ['third_party_plugin'] and saved['encoder'] == 'tiny_encoder'
+  saved = settings.load_toml(output_dir / 'config.toml')
+  assert saved['run']['plugins'] == ['third_party_plugin'] and saved['model']['encoder'] == 'tiny_encoder'
   listing = capsys.readouterr().out
   assert 'clip_each: A user\'s stage: clips every coordinate' in listing and 'keys: limit' in listing
   assert 'max_clients (default: --clients-per-round)' in listing
@@ -274,7 +274,7 @@ def test_cifar10_from_a_local_archive(tmp_path):
   files[fake_cifar.CIFAR10['test']] = fake_cifar.batch(10, 60, seed=99)
   fake_cifar.write_archive(tmp_path / 'data', 10, files)
   config = _config(tmp_path / 'run', rounds=1, dataset='cifar10', data_dir=str(tmp_path / 'data'), client_weighting='uniform')
-  result = training.run(config, progress=False)
+  result = training.run(config)
   assert len(result['table']) == 3
   rows = json.loads((tmp_path / 'run' / 'metrics.json').read_text())
   assert rows[-1]['client_work/train/examples'] > 0

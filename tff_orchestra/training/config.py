@@ -1,6 +1,13 @@
-"""A run's configuration: `TrainConfig`, its checks, and what it names (plugins, aggregator, data).
+"""A run's configuration: one tree of sections, declared once; what it names (plugins, aggregator, data).
 
-`rounds` may grow on `--resume`; every other field is the run's identity.
+`TrainConfig` holds the sections below; each field is declared with
+`settings.setting`, so its check, its `tff-orchestra train` flag and its key
+in a run file (`--config run.toml`, and the `config.toml` every run writes)
+all come from that one line. Adding a hyperparameter is adding a field.
+
+On `--resume`, `run.output_dir`, `run.rounds` (it may grow) and the whole
+`[runtime]` section may differ from the saved run; any other difference is an
+error that names it.
 """
 
 from __future__ import annotations
@@ -15,98 +22,219 @@ import tensorflow_federated as tff
 
 from tff_orchestra import data as data_lib
 from tff_orchestra import orchestra
+from tff_orchestra import settings
 from tff_orchestra.aggregators import registry
+from tff_orchestra.runtime import workers as workers_lib
+from tff_orchestra.settings import ConfigError, InvalidSetting, integer, non_empty, number, one_of, setting
 
 DATASETS = ('digits', 'cifar10', 'cifar100')
 CLIENT_WEIGHTINGS = {
     'examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
     'uniform': tff.learning.ClientWeighting.UNIFORM,
 }
+# What a resumed run may change: where it lives, how far it goes, where it runs.
+MAY_DIFFER_ON_RESUME = ('run.output_dir', 'run.rounds', 'runtime')
 
 
-class ConfigError(ValueError):
-  """A bad configuration or output directory: reported as one line by the CLI."""
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """The run: where it writes, how many rounds, how many clients a round, its seed."""
+
+  output_dir: str = setting(help='where config, checkpoints, metrics and plots go', check=non_empty)
+  rounds: int = setting(20, help='training rounds after the initialisation round 0 (may grow on --resume)',
+                        check=integer(1))
+  clients_per_round: int = setting(10, help='clients sampled, without replacement, for each round', check=integer(1))
+  seed: int = setting(0, help='seed of the partition, sampling, initialisation and evaluation', check=integer(0))
+  plugins: tuple[str, ...] = setting((), help='a module to import first; it may register aggregators and encoders',
+                                     flag='plugin')
+
+  def __post_init__(self):
+    settings.check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """The federated data: which dataset, split across how many clients, how skewed."""
+
+  dataset: str = setting('digits', help='digits (ships with scikit-learn), cifar10 or cifar100', check=one_of(*DATASETS))
+  data_dir: Optional[str] = setting(None, help='folder with the CIFAR python archive (cifar-10-python.tar.gz, ...)')
+  num_clients: int = setting(10, help='clients the training images are split across', check=integer(1),
+                             aliases=('--clients',))
+  alpha: float = setting(0.1, help='Dirichlet concentration of the label skew (smaller: more skewed)',
+                         check=number(above=0))
+  batch_size: int = setting(16, help="clients' batch size", check=integer(1))
+
+  def __post_init__(self):
+    settings.check_fields(self)
+    if self.dataset != 'digits' and not self.data_dir:
+      raise InvalidSetting(
+          'DataConfig.data_dir', f'must name the folder with the {self.dataset} archive (nothing is downloaded)', None
+      )
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The encoder Orchestra trains; the learner's hyperparameters are [orchestra]."""
+
+  encoder: str = setting('small_cnn', help='small_cnn (8x8, 28x28), resnet18 (32x32), or a name a plugin registers',
+                         check=non_empty)
+
+  def __post_init__(self):
+    settings.check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class AggregationConfig:
+  """How the server aggregates the model updates."""
+
+  aggregators: tuple[str, ...] = setting(
+      (), flag='aggregator',
+      help='a stage NAME[:KEY=VALUE,...] of the model-update aggregation chain (repeat: chained in order, '
+      'client to server; the chain yields the mean); names and keys: tff-orchestra aggregators',
+  )
+  client_weighting: str = setting(
+      'examples', check=one_of(*CLIENT_WEIGHTINGS),
+      help='weight of a client update: examples (its number of examples) or uniform (use uniform under DP noise)',
+  )
+
+  def __post_init__(self):
+    settings.check_fields(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationConfig:
+  """The evaluation of the trained encoder."""
+
+  labels_per_class: int = setting(10, help='labels per class the few-label probe learns from', check=integer(1))
+
+  def __post_init__(self):
+    settings.check_fields(self)
+
+
+def _worker_addresses(text: str) -> tuple[str, ...]:
+  try:
+    return tuple(workers_lib.parse_worker_addresses(text))
+  except ValueError as error:
+    raise ValueError(str(error).removeprefix('workers: ')) from error
+
+
+def _check_worker_addresses(addresses: tuple[str, ...]) -> Optional[str]:
+  try:
+    if addresses:
+      _worker_addresses(','.join(addresses))
+  except ValueError as error:
+    return str(error)
+  return None
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+  """Where and how the run executes: not saved with the run, and free to change on --resume."""
+
+  workers: tuple[str, ...] = setting(
+      (), parse=_worker_addresses, check=_check_worker_addresses,
+      help="TFF worker_binaries to run on, 'HOST:PORT,HOST:PORT' (clients split across them); default: a local one",
+  )
+  worker_timeout: float = setting(
+      30.0, check=number(above=0),
+      help='seconds a remote worker may not answer before the run stops with an error naming it',
+  )
+  progress: bool = setting(True, help='a progress bar')
+
+  def __post_init__(self):
+    settings.check_fields(self)
+
+
+def _section(cls):
+  return dataclasses.field(default_factory=cls)
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-  """Everything that defines a run. `rounds` may grow on `--resume`; nothing else may change."""
+  """Everything `tff-orchestra train` needs, by section. `TrainConfig.build(output_dir=..., rounds=...)` for short."""
 
-  output_dir: str
-  dataset: str = 'digits'
-  data_dir: Optional[str] = None
-  num_clients: int = 10
-  alpha: float = 0.1
-  rounds: int = 20
-  clients_per_round: int = 10
-  seed: int = 0
-  encoder: str = 'small_cnn'
-  aggregators: tuple[str, ...] = ()
-  plugins: tuple[str, ...] = ()  # modules that register aggregators or encoders
-  client_weighting: str = 'examples'
-  batch_size: int = 16
-  # The learner's hyperparameters, defaulting to OrchestraConfig's (the reference's).
-  local_epochs: int = orchestra.OrchestraConfig.local_epochs
-  projection_dim: int = orchestra.OrchestraConfig.projection_dim
-  num_global_clusters: int = orchestra.OrchestraConfig.num_global_clusters
-  num_local_clusters: int = orchestra.OrchestraConfig.num_local_clusters
-  memory_size: int = orchestra.OrchestraConfig.memory_size
-  client_learning_rate: float = orchestra.OrchestraConfig.client_learning_rate
-  global_clustering_steps: int = orchestra.OrchestraConfig.global_clustering_steps
-  min_crop_area: float = orchestra.OrchestraConfig.min_crop_area
-  flip: bool = orchestra.OrchestraConfig.flip
-  labels_per_class: int = 10
+  run: RunConfig
+  data: DataConfig = _section(DataConfig)
+  model: ModelConfig = _section(ModelConfig)
+  orchestra: orchestra.OrchestraConfig = _section(orchestra.OrchestraConfig)
+  aggregation: AggregationConfig = _section(AggregationConfig)
+  evaluation: EvaluationConfig = _section(EvaluationConfig)
+  runtime: RuntimeConfig = _section(RuntimeConfig)
 
-  def validate(self) -> None:
-    load_plugins(self.plugins)
-    if self.dataset not in DATASETS:
-      raise ConfigError(f'unknown dataset {self.dataset!r}; choose one of {", ".join(DATASETS)}')
-    if self.dataset != 'digits' and not self.data_dir:
-      raise ConfigError(f'dataset {self.dataset} needs --data-dir with the CIFAR archive (nothing is downloaded)')
-    if not self.alpha > 0:
-      raise ConfigError(f'alpha must be > 0, got {self.alpha}')
-    for name in ('num_clients', 'rounds', 'clients_per_round', 'batch_size', 'local_epochs', 'labels_per_class'):
-      if getattr(self, name) < 1:
-        raise ConfigError(f'{name} must be >= 1, got {getattr(self, name)}')
-    if self.clients_per_round > self.num_clients:
-      raise ConfigError(
-          f'clients per round ({self.clients_per_round}) cannot exceed the number of clients ({self.num_clients})'
+  def __post_init__(self):
+    for name, section in settings.sections(type(self)).items():
+      if not isinstance(getattr(self, name), section):
+        raise TypeError(f'TrainConfig.{name} must be a {section.__name__}, got {type(getattr(self, name)).__name__}')
+      derived = {
+          field.name: self._value(field.metadata['derived'])
+          for field in dataclasses.fields(section) if field.metadata.get('derived')
+      }
+      if derived:
+        object.__setattr__(self, name, dataclasses.replace(getattr(self, name), **derived))
+    if self.run.clients_per_round > self.data.num_clients:
+      raise InvalidSetting(
+          'run.clients_per_round', f'cannot exceed the number of clients (data.num_clients = {self.data.num_clients})',
+          self.run.clients_per_round,
       )
-    if self.client_weighting not in CLIENT_WEIGHTINGS:
-      raise ConfigError(f'client weighting must be one of {", ".join(CLIENT_WEIGHTINGS)}, got {self.client_weighting!r}')
-    if self.encoder not in orchestra.ENCODERS:
-      raise ConfigError(f'unknown encoder {self.encoder!r}; choose one of {", ".join(sorted(orchestra.ENCODERS))}')
+
+  def _value(self, path: str) -> Any:
+    section, name = path.split('.')
+    return getattr(getattr(self, section), name)
+
+  @classmethod
+  def build(cls, **values: Any) -> 'TrainConfig':
+    """A config from settings named by field alone (`num_clients=3`), each in the section that declares it."""
+    return settings.from_mapping(cls, {}, _paths(cls, values))
+
+  def replace(self, **values: Any) -> 'TrainConfig':
+    """This config with settings named by field alone replaced."""
+    return settings.replace(self, _paths(type(self), values))
+
+  @classmethod
+  def from_toml(cls, path: str, overrides: Optional[dict[str, Any]] = None) -> 'TrainConfig':
+    """The config a TOML run file describes, with `{'section.field': value}` overrides (the CLI's flags)."""
+    try:
+      mapping = settings.load_toml(path)
+    except (OSError, settings.TOMLDecodeError) as error:
+      raise ConfigError(f'{path}: {error}') from error
+    try:
+      return settings.from_mapping(cls, mapping, overrides)
+    except InvalidSetting:
+      raise  # named by its path in the file; the CLI adds the file's name
+    except ConfigError as error:
+      raise ConfigError(f'{path}: {error}') from error
+
+  def to_toml(self) -> str:
+    """The run file that repeats this run ([runtime] left out: it says where it ran, not what)."""
+    header = (
+        'tff-orchestra train --config <this file> repeats this run (--output-dir elsewhere: a new copy;\n'
+        '--resume: continue it). [runtime] is not saved: pass --workers etc. again if you need them.'
+    )
+    return settings.dump_toml(settings.to_mapping(self, skip_sections=('runtime',)), header)
+
+  def differences(self, other: 'TrainConfig') -> list[tuple[str, Any, Any]]:
+    """`[(path, this value, other value)]` where a resume of one as the other is refused."""
+    return settings.differences(self, other, ignore=MAY_DIFFER_ON_RESUME)
+
+  def check_registered(self) -> None:
+    """Imports the plugins, then checks the names they may register: the encoder, the aggregators."""
+    load_plugins(self.run.plugins)
+    if self.model.encoder not in orchestra.ENCODERS:
+      raise InvalidSetting(
+          'model.encoder', f'must be one of {", ".join(sorted(orchestra.ENCODERS))} (or registered by a plugin)',
+          self.model.encoder,
+      )
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', UserWarning)  # `run` shows them once.
       build_aggregator(self)
-    self.orchestra_config()
 
-  def orchestra_config(self) -> orchestra.OrchestraConfig:
-    try:
-      return orchestra.OrchestraConfig(
-          num_global_clusters=self.num_global_clusters,
-          num_local_clusters=self.num_local_clusters,
-          memory_size=self.memory_size,
-          projection_dim=self.projection_dim,
-          local_epochs=self.local_epochs,
-          client_learning_rate=self.client_learning_rate,
-          global_clustering_steps=self.global_clustering_steps,
-          min_crop_area=self.min_crop_area,
-          flip=self.flip,
-          max_clients_per_round=self.clients_per_round,
-          seed=self.seed,
-      )
-    except ValueError as error:
-      raise ConfigError(str(error)) from error
 
-  def identity(self) -> dict[str, Any]:
-    """What a resumed run must share with the run it continues."""
-    fields = dataclasses.asdict(self)
-    fields.pop('rounds')
-    fields.pop('output_dir')
-    fields['aggregators'] = list(fields['aggregators'])
-    fields['plugins'] = list(fields['plugins'])
-    return fields
+def _paths(tree: type, values: dict[str, Any]) -> dict[str, Any]:
+  by_name = {path.split('.')[1]: path for path in settings.leaves(tree)}
+  unknown = sorted(set(values) - set(by_name))
+  if unknown:
+    raise TypeError(f'unknown setting {", ".join(unknown)}; the settings are {", ".join(by_name)}')
+  return {by_name[name]: value for name, value in values.items()}
 
 
 def load_plugins(modules: Sequence[str]) -> None:
@@ -120,18 +248,19 @@ def load_plugins(modules: Sequence[str]) -> None:
 
 def build_aggregator(config: TrainConfig):
   """The run's model aggregator: its `--aggregator` specs, chained (none: `MeanFactory`)."""
-  context = registry.RunContext(clients_per_round=config.clients_per_round, seed=config.seed)
+  context = registry.RunContext(clients_per_round=config.run.clients_per_round, seed=config.run.seed)
   try:
-    return registry.build_model_aggregator(config.aggregators, context)
+    return registry.build_model_aggregator(config.aggregation.aggregators, context)
   except ValueError as error:
     raise ConfigError(str(error)) from error
 
 
 def load_split(config: TrainConfig) -> data_lib.FederatedSplit:
+  data, seed = config.data, config.run.seed
   try:
-    if config.dataset == 'digits':
-      return data_lib.digits_client_data(config.num_clients, config.alpha, config.seed)
-    num_classes = 10 if config.dataset == 'cifar10' else 100
-    return data_lib.cifar_client_data(config.data_dir, num_classes, config.num_clients, config.alpha, config.seed)
+    if data.dataset == 'digits':
+      return data_lib.digits_client_data(data.num_clients, data.alpha, seed)
+    num_classes = 10 if data.dataset == 'cifar10' else 100
+    return data_lib.cifar_client_data(data.data_dir, num_classes, data.num_clients, data.alpha, seed)
   except (ValueError, FileNotFoundError) as error:
     raise ConfigError(str(error)) from error

@@ -2,7 +2,8 @@
 
 One run lives in one output directory:
 
-    config.json        the configuration (a resume must match it, rounds aside)
+    config.toml        the configuration: `tff-orchestra train --config <it>` repeats the run,
+                       and a resume must match it (`config.MAY_DIFFER_ON_RESUME` aside)
     checkpoints/       round_XXXXX.npz, written atomically; the last two kept
     metrics.json/.csv  one row per completed round, nested names joined by '/'
     tensorboard/       the same numbers as TensorBoard scalars (`tensorboard --logdir <dir>`)
@@ -18,13 +19,11 @@ an uninterrupted one; with noise-free aggregators it reproduces it exactly
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import time
 import warnings
-from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 from tqdm import tqdm
 
@@ -40,6 +39,8 @@ from tff_orchestra.training import metrics as metrics_lib
 from tff_orchestra.training import sampling
 from tff_orchestra.training.config import ConfigError, TrainConfig
 
+CONFIG_FILE = 'config.toml'
+
 
 def prepare_output_dir(config: TrainConfig, resume: bool) -> tuple[int, list[dict]]:
   """Starts a run in a new directory, or continues the one there with `resume`.
@@ -47,27 +48,30 @@ def prepare_output_dir(config: TrainConfig, resume: bool) -> tuple[int, list[dic
   Returns (next round, metric rows kept). Continuing a finished run trains no
   more rounds (unless `rounds` grew) and evaluates again.
   """
-  config_path = os.path.join(config.output_dir, 'config.json')
+  out = config.run.output_dir
+  config_path = os.path.join(out, CONFIG_FILE)
   if not os.path.exists(config_path):
-    os.makedirs(config.output_dir, exist_ok=True)
-    metrics_lib.write_json(config_path, dataclasses.asdict(config))
+    if os.path.exists(os.path.join(out, 'checkpoints')):
+      raise ConfigError(f'{out} holds checkpoints but no {CONFIG_FILE} (a run of an earlier tff_orchestra?): '
+                        'choose another --output-dir')
+    os.makedirs(out, exist_ok=True)
+    with open(config_path + '.partial', 'w') as file:
+      file.write(config.to_toml())
+    os.replace(config_path + '.partial', config_path)
     return 0, []
   if not resume:
-    raise ConfigError(f'{config.output_dir} already holds a run; pass --resume to continue it, or another --output-dir')
-  with open(config_path) as file:
-    saved = json.load(file)
-  saved_config = TrainConfig(
-      **{**saved, 'aggregators': tuple(saved['aggregators']), 'plugins': tuple(saved.get('plugins', ()))}
-  )
-  if saved_config.identity() != config.identity():
-    changed = sorted(k for k, v in config.identity().items() if saved_config.identity().get(k) != v)
-    raise ConfigError(f'{config.output_dir} holds a run with a different configuration ({", ".join(changed)} differ)')
-  checkpoint = checkpoints.latest_checkpoint(config.output_dir)
+    raise ConfigError(f'{out} already holds a run; pass --resume to continue it, or another --output-dir')
+  saved = TrainConfig.from_toml(config_path, {'run.output_dir': out})
+  differences = saved.differences(config)
+  if differences:
+    listed = '; '.join(f'{path}: saved {before!r}, given {after!r}' for path, before, after in differences)
+    raise ConfigError(f'{out} holds a run with a different configuration ({listed})')
+  checkpoint = checkpoints.latest_checkpoint(out)
   if checkpoint is None:
     return 0, []
   round_num = checkpoint[0]
   rows = []
-  metrics_path = os.path.join(config.output_dir, 'metrics.json')
+  metrics_path = os.path.join(out, 'metrics.json')
   if os.path.exists(metrics_path):
     with open(metrics_path) as file:
       rows = [row for row in json.load(file) if row['round'] <= round_num]
@@ -76,8 +80,8 @@ def prepare_output_dir(config: TrainConfig, resume: bool) -> tuple[int, list[dic
 
 def evaluate(config: TrainConfig, split: data_lib.FederatedSplit, initial_weights, final_weights, centroids) -> list[dict]:
   """Orchestra against the random-init encoder and raw pixels on the same split."""
-  embed_kwargs = dict(encoder=config.encoder, projection_dim=config.projection_dim)
-  common = dict(labels_per_class=config.labels_per_class, seed=config.seed)
+  embed_kwargs = dict(encoder=config.model.encoder, projection_dim=config.orchestra.projection_dim)
+  common = dict(labels_per_class=config.evaluation.labels_per_class, seed=config.run.seed)
   train_features, _ = embed(final_weights, split.train_images, **embed_kwargs)
   test_features, test_projections = embed(final_weights, split.test_images, **embed_kwargs)
   rows = [
@@ -104,26 +108,19 @@ def evaluate(config: TrainConfig, split: data_lib.FederatedSplit, initial_weight
   return rows
 
 
-def run(
-    config: TrainConfig,
-    *,
-    resume: bool = False,
-    progress: bool = True,
-    workers: Optional[Sequence[str]] = None,
-    worker_timeout: float = 30.0,
-) -> dict[str, Any]:
+def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
   """Trains (or resumes) a run and evaluates it. Returns metrics rows and the table.
 
-  `workers` (`'host:port'` addresses of running TFF worker_binaries) run it
-  there instead of on a local worker (`runtime.simulation_context`); they are
-  not part of the run's identity, so a resumed run may use other workers. A
-  worker that stops answering for `worker_timeout` seconds raises
+  `config.runtime.workers` (`'host:port'` addresses of running TFF
+  worker_binaries) run it there instead of on a local worker
+  (`runtime.simulation_context`); a resumed run may use other workers. A worker
+  that stops answering for `config.runtime.worker_timeout` seconds raises
   `runtime.WorkerUnavailableError`; every round before it is checkpointed.
   """
-  config.validate()
+  config.check_registered()
   split = config_lib.load_split(config)
   start_round, rows = prepare_output_dir(config, resume)
-  out = config.output_dir
+  out = config.run.output_dir
   summary = data_lib.format_partition_summary(data_lib.partition_summary(split.train_labels, split.partitions))
   with open(os.path.join(out, 'partition.txt'), 'w') as file:
     file.write(summary + '\n')
@@ -135,10 +132,11 @@ def run(
     tqdm.write(f'note: {warning.message}')
 
   input_shape = split.train_images.shape[1:]
-  with runtime.simulation_context(workers=workers, connect_timeout=worker_timeout):
+  workers = config.runtime.workers or None
+  with runtime.simulation_context(workers=workers, connect_timeout=config.runtime.worker_timeout):
     process = orchestra.build_orchestra_process(
-        input_shape, encoder=config.encoder, config=config.orchestra_config(),
-        client_weighting=config_lib.CLIENT_WEIGHTINGS[config.client_weighting],
+        input_shape, encoder=config.model.encoder, config=config.orchestra,
+        client_weighting=config_lib.CLIENT_WEIGHTINGS[config.aggregation.client_weighting],
         model_update_aggregation_factory=factory,
     )
     initial_state = process.initialize()
@@ -147,18 +145,19 @@ def run(
       restored_round, state = checkpoints.restore_checkpoint(out, initial_state, start_round - 1)
       start_round = restored_round + 1
       rows = [row for row in rows if row['round'] <= restored_round]
-    final_round = config.rounds
-    bar = tqdm(total=final_round + 1, initial=start_round, desc='rounds', disable=not progress, unit='round')
+    final_round, seed = config.run.rounds, config.run.seed
+    bar = tqdm(total=final_round + 1, initial=start_round, desc='rounds', disable=not config.runtime.progress,
+               unit='round')
     tensorboard = metrics_lib.TensorBoardWriter(out)
     for round_num in range(start_round, final_round + 1):
-      clients = sampling.sample_clients(split.client_ids, config.clients_per_round, config.seed, round_num)
+      clients = sampling.sample_clients(split.client_ids, config.run.clients_per_round, seed, round_num)
       datasets = [
           orchestra.prepare_client_dataset(
               sampling.shuffled(
                   split.client_data.create_tf_dataset_for_client(cid),
-                  (config.seed, round_num, split.client_ids.index(cid)),
+                  (seed, round_num, split.client_ids.index(cid)),
               ),
-              config.batch_size,
+              config.data.batch_size,
           )
           for cid in clients
       ]
