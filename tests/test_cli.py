@@ -35,3 +35,14 @@ def test_console_script_is_installed():
   script = os.path.join(os.path.dirname(sys.executable), 'tff-orchestra')
   done = subprocess.run([script, '--help'], capture_output=True, text=True, timeout=60)
   assert done.returncode == 0 and 'fedavg-demo' in done.stdout and 'train' in done.stdout
+
+
+@pytest.mark.parametrize('argv', [['--help'], ['train', '--help'], ['train', '--alpha', 'x'], ['train', '--nope']])
+def test_help_and_bad_flags_answer_without_tensorflow(argv):
+  program = (
+      'import sys\nfrom tff_orchestra import cli\n'
+      f'try:\n  cli.main({argv!r})\nexcept SystemExit:\n  pass\n'
+      "print('tensorflow loaded' if 'tensorflow' in sys.modules else 'no tensorflow')"
+  )
+  done = subprocess.run([sys.executable, '-c', program], capture_output=True, text=True, timeout=60)
+  assert done.stdout.strip().splitlines()[-1] == 'no tensorflow', done.stderr[-2000:]

@@ -149,15 +149,16 @@ def _list_aggregators(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-  # TensorFlow's C++ start-up chatter (CUDA probes, oneDNN notices) would bury
-  # the output; TensorFlow loads after this line. A value the user set is kept.
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  # TensorFlow's C++ start-up chatter would bury the output: level 2 still lets
+  # through three "Unable to register cuDNN/cuFFT/cuBLAS factory" errors that
+  # TensorFlow 2.14 logs on every import, GPU or not. Our own errors reach the
+  # user as Python exceptions. TensorFlow loads after this line; a value the
+  # user set is kept.
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+  args = build_parser().parse_args(argv)  # no TensorFlow yet: --help and bad flags answer at once
   from tff_orchestra.runtime import workers  # pylint: disable=import-outside-toplevel
 
-  # Every command, even one refused while its flags are parsed, leaves no
-  # worker and no teardown noise behind.
-  workers.register_exit_hook()
-  args = build_parser().parse_args(argv)
+  workers.register_exit_hook()  # every command leaves no worker and no teardown noise behind
   if args.command == 'train':
     return _train(args)
   if args.command == 'aggregators':

@@ -31,7 +31,7 @@ def test_three_stages_nest_in_data_flow_order(three_stage_process):
   measurements = three_stage_process.next.type_signature.result.measurements.member
   secure = measurements.cluster_quality.mean_value.dp
   assert list(dict(tff.structure.iter_elements(secure))) == [
-      'secure_clipped_count', 'secure_bound', 'secure_quantization_step'
+      'secure_clipped_count', 'secure_bound', 'secure_quantization_step', 'non_finite_clients'
   ]
   assert 'epsilon' in dict(tff.structure.iter_elements(measurements.cluster_quality.mean_value))
   assert 'quality_mean' in dict(tff.structure.iter_elements(measurements))

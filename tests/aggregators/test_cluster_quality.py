@@ -58,6 +58,7 @@ def test_type_signature(value_type, weight_dtype):
       quality_max=np.float32,
       prototype_mass=tff.TensorType(np.float32, [3]),
       effective_clients=np.float32,
+      non_finite_clients=np.int64,
       statistics=(),
   )
   expected = tff.FunctionType(

@@ -90,7 +90,7 @@ def test_trains_in_fed_avg(name):
   if name == 'three_chained':
     dp = aggregator['cluster_quality']['mean_value']
     assert np.isfinite(dp['epsilon']) and dp['rounds'] == ROUNDS
-    assert set(dp['dp']) == {'secure_clipped_count', 'secure_bound', 'secure_quantization_step'}
+    assert set(dp['dp']) == {'secure_clipped_count', 'secure_bound', 'secure_quantization_step', 'non_finite_clients'}
 
 
 def _weights_after_one_round(learner):

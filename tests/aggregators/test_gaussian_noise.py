@@ -40,7 +40,7 @@ def test_type_signature(value_type):
   process = GaussianNoise(0.5, 1.0, output='sum').create(value_type)
   state = tff.FederatedType(_state_type(), tff.SERVER)
   measurements = collections.OrderedDict(
-      dp=(), clip=np.float32, noise_stddev=np.float32, clipped_fraction=np.float32,
+      dp=(), clip=np.float32, noise_stddev=np.float32, clipped_fraction=np.float32, non_finite_clients=np.int64,
       epsilon=np.float64, rounds=np.int64, statistics=(),
   )
   expected = tff.FunctionType(

@@ -10,7 +10,8 @@ from tff_orchestra.aggregators import SecureFixedPointSum
 SCALAR = tff.TensorType(np.float32)
 STRUCT = tff.to_type(((np.float32, (2,)), np.float64))
 MEASUREMENTS = collections.OrderedDict(
-    secure_clipped_count=np.int64, secure_bound=np.float32, secure_quantization_step=np.float32
+    secure_clipped_count=np.int64, secure_bound=np.float32, secure_quantization_step=np.float32,
+    non_finite_clients=np.int64,
 )
 
 
@@ -58,7 +59,7 @@ def test_sums_scalars_and_reports(scalar_process):
   step = 4.0 / (2**16 - 1)
   assert output.result == pytest.approx(1.0 + 0.5 + 2.0, abs=3 * step)  # 3.0 clipped to 2.0
   assert output.measurements == collections.OrderedDict(
-      secure_clipped_count=1, secure_bound=2.0, secure_quantization_step=pytest.approx(step)
+      secure_clipped_count=1, secure_bound=2.0, secure_quantization_step=pytest.approx(step), non_finite_clients=0
   )
 
 

@@ -59,12 +59,7 @@ def _dependent_sums(values):
   return tff.federated_sum(tff.federated_map(scale, (values, tff.federated_broadcast(total))))
 
 
-def test_worker_addresses_are_checked():
-  assert runtime.parse_worker_addresses('a:1, b.example.org:65535') == ['a:1', 'b.example.org:65535']
-  assert runtime.parse_worker_addresses(['[::1]:8000']) == ['[::1]:8000']
-  for bad in ('a', 'a:', ':80', 'a:0', 'a:70000', 'a:x', 'a:1,a:1', ''):
-    with pytest.raises(ValueError, match='workers'):
-      runtime.parse_worker_addresses(bad)
+def test_remote_context_options_are_checked():
   with pytest.raises(ValueError, match='max_concurrent_computation_calls'):
     runtime.set_simulation_context(workers='a:1', max_concurrent_computation_calls=2)
   with pytest.raises(ValueError, match='connect_timeout'):

@@ -47,6 +47,7 @@ import tensorflow_federated as tff
 
 from tff_orchestra import _checks
 from tff_orchestra.aggregators import composition
+from tff_orchestra.aggregators import non_finite
 
 _EMPTY_MASS = 1e-6
 
@@ -99,7 +100,10 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
   measurements), `quality_mean`, `quality_min`, `quality_max` (the last two
   only with `report_quality_range=True`: they use `tff.federated_min/max`,
   which are not secure), `prototype_mass`, `effective_clients`
-  (`(sum w)^2 / sum w^2` of the quality-scaled weights), `statistics`.
+  (`(sum w)^2 / sum w^2` of the quality-scaled weights), `non_finite_clients`
+  (clients excluded for a NaN or infinite update, or a weight that is not
+  finite and >= 0: `non_finite.py`; quality statistics are over the others),
+  `statistics`.
 
   Its result is the inner factory's weighted mean, with the scaled weights.
   """
@@ -175,7 +179,7 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     initial_prototypes = self._initial_prototypes()
     prototypes_type, mass_type = initial_prototypes.type_signature.result[0], initial_prototypes.type_signature.result[1]
     score_client = self._client_scoring(value_type, weight_type, prototypes_type, mass_type, scaled_weight_dtype)
-    statistics_type = score_client.type_signature.result[2]
+    statistics_type = score_client.type_signature.result[3]
     statistics_process = self._statistics_sum_factory.create(statistics_type)
     kmeans_step = self._server_kmeans_step(prototypes_type, mass_type, statistics_type)
 
@@ -203,7 +207,7 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     def next_fn(state, value, weight):
       # 1. Clients score their update against the broadcast prototypes and scale their weight.
       ready = tff.federated_map(is_ready, state.learned_rounds)
-      scaled_weight, quality, statistics = tff.federated_map(
+      value, scaled_weight, quality_range, statistics = tff.federated_map(
           score_client,
           (
               value,
@@ -217,15 +221,16 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       inner_output = inner_process.next(state.inner_agg, value, scaled_weight)
       # 3. The server takes one k-means step from the summed statistics.
       statistics_output = statistics_process.next(state.statistics_agg, statistics)
-      prototypes, mass, quality_mean, effective, learned = tff.federated_map(
+      prototypes, mass, quality_mean, effective, learned, non_finite_clients = tff.federated_map(
           kmeans_step, (state.prototypes, state.prototype_mass, statistics_output.result)
       )
       measurements = collections.OrderedDict(cluster_quality=inner_output.measurements, quality_mean=quality_mean)
       if self._report_range:
-        measurements['quality_min'] = tff.federated_min(quality)
-        measurements['quality_max'] = tff.federated_max(quality)
+        measurements['quality_min'] = tff.federated_min(quality_range[0])
+        measurements['quality_max'] = tff.federated_max(quality_range[1])
       measurements['prototype_mass'] = mass
       measurements['effective_clients'] = effective
+      measurements['non_finite_clients'] = non_finite_clients
       measurements['statistics'] = statistics_output.measurements
       new_state = collections.OrderedDict(
           learned_rounds=tff.federated_map(add, (state.learned_rounds, learned)),
@@ -252,12 +257,15 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     return initial_prototypes
 
   def _client_scoring(self, value_type, weight_type, prototypes_type, mass_type, scaled_weight_dtype) -> tff.Computation:
-    """(update, weight, prototypes, mass, ready) -> (scaled weight, quality, k-means statistics)."""
+    """(update, weight, prototypes, mass, ready) -> (update, scaled weight, quality range, k-means statistics)."""
     num_clusters, sketch_dim, seed = self._num_clusters, self._sketch_dim, self._seed
     floor, temperature = self._floor, self._temperature
 
     @tff.tensorflow.computation(value_type, weight_type, prototypes_type, mass_type, np.bool_)
     def score_client(value, weight, prototypes, mass, ready):
+      # An excluded client (non_finite.py) has a zero update and weight: it takes part in nothing below.
+      value, weight, excluded = non_finite.exclude_non_finite_weighted(value, weight)
+      included = 1.0 - tf.cast(excluded, tf.float32)
       unit_sketch = tf.math.l2_normalize(signed_fold_sketch(value, sketch_dim, seed))
       cosines = tf.linalg.matvec(prototypes, unit_sketch)
       population = tf.minimum(1.0, num_clusters * mass)
@@ -272,19 +280,23 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       statistics = collections.OrderedDict(
           sketch_sums=assignment[:, tf.newaxis] * unit_sketch[tf.newaxis, :],
           assignment_mass=assignment,
-          quality_sum=quality,
+          quality_sum=quality * included,
           weight_sum=w,
           weight_square_sum=w * w,
-          clients=tf.constant(1.0),
+          clients=included,
           active_clients=active,
+          non_finite_clients=1.0 - included,
       )
-      return scaled_weight, quality, statistics
+      # The quality range is over included clients: an excluded one reports the other end.
+      quality_low, quality_high = tf.where(excluded, 1.0, quality), tf.where(excluded, 0.0, quality)
+      return value, scaled_weight, (quality_low, quality_high), statistics
 
     return score_client
 
   @staticmethod
   def _server_kmeans_step(prototypes_type, mass_type, statistics_type) -> tff.Computation:
-    """(prototypes, mass, summed statistics) -> (new prototypes, new mass, quality mean, effective clients, learned)."""
+    """(prototypes, mass, summed statistics) -> (new prototypes, new mass, quality mean, effective clients,
+    learned, non-finite clients)."""
 
     @tff.tensorflow.computation(prototypes_type, mass_type, statistics_type)
     def kmeans_step(prototypes, mass, statistics):
@@ -300,6 +312,7 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       new_mass = tf.where(learned, tf.math.divide_no_nan(assigned, active), mass)
       quality_mean = tf.math.divide_no_nan(statistics['quality_sum'], statistics['clients'])
       effective = tf.math.divide_no_nan(statistics['weight_sum'] ** 2, statistics['weight_square_sum'])
-      return new_prototypes, new_mass, quality_mean, effective, tf.cast(learned, tf.int64)
+      non_finite_clients = tf.cast(tf.round(statistics['non_finite_clients']), tf.int64)
+      return new_prototypes, new_mass, quality_mean, effective, tf.cast(learned, tf.int64), non_finite_clients
 
     return kmeans_step

@@ -48,6 +48,7 @@ import tensorflow_federated as tff
 
 from tff_orchestra import _checks
 from tff_orchestra.aggregators import composition
+from tff_orchestra.aggregators import non_finite
 from tff_orchestra.aggregators import privacy_accounting
 
 PLACEMENTS = ('central', 'distributed')
@@ -97,6 +98,8 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
   `clip`, `noise_stddev` (std of the noise the released sum carries),
   `clipped_fraction` (clients whose norm exceeded the clip; exact, so outside
   the DP guarantee unless `statistics_sum_factory` is itself private),
+  `non_finite_clients` (clients whose value had a NaN or infinite coordinate,
+  summed as zeros, `non_finite.py`; counted as the clipped fraction is),
   `epsilon`, `rounds`, `statistics` and, with `max_epsilon`,
   `budget_exhausted`.
   """
@@ -264,7 +267,7 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
       inner_output = inner_process.next(state.inner_agg, clipped)
       statistics_output = statistics_process.next(state.statistics_agg, statistics)
       # 3. The server adds central noise, averages if asked, and adapts the clip.
-      result, next_clip, noise_stddev, clipped_fraction = tff.federated_map(
+      result, next_clip, noise_stddev, clipped_fraction, non_finite_clients = tff.federated_map(
           finish, (inner_output.result, state.clip, statistics_output.result)
       )
       # 4. The accountant charges the round.
@@ -283,6 +286,7 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
           clip=state.clip,
           noise_stddev=noise_stddev,
           clipped_fraction=clipped_fraction,
+          non_finite_clients=non_finite_clients,
           epsilon=epsilon,
           rounds=new_state['rounds'],
           statistics=statistics_output.measurements,
@@ -306,6 +310,8 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
 
     @tff.tensorflow.computation(value_type, np.float32)
     def clip_and_noise(value, clip):
+      # An excluded client sends zeros (and, distributed, its noise share): below any clip.
+      value, excluded = non_finite.exclude_non_finite(value)
       norm = tf.linalg.global_norm([tf.cast(x, tf.float32) for x in tf.nest.flatten(value)])
       scale = tf.where(norm > 0.0, tf.minimum(1.0, tf.math.divide_no_nan(clip, norm)), 1.0)
       noise_std = value_nm * clip * share
@@ -316,10 +322,15 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
           clipped += tf.random.normal(tf.shape(x), stddev=tf.cast(noise_std, x.dtype), dtype=x.dtype)
         return clipped
 
-      statistics = collections.OrderedDict(clipped=tf.cast(norm > clip, tf.float32), participants=tf.constant(1.0))
+      statistics = collections.OrderedDict(
+          clipped=tf.cast(norm > clip, tf.float32),
+          participants=tf.constant(1.0),
+          non_finite=tf.cast(excluded, tf.float32),
+      )
       if adaptive:
-        # Centred indicator as in tensorflow_privacy's quantile estimator.
-        below = tf.cast(norm <= clip, tf.float32) - 0.5
+        # Centred indicator as in tensorflow_privacy's quantile estimator; 0 for an
+        # excluded client, which the estimator then counts as an absent one.
+        below = tf.where(excluded, 0.0, tf.cast(norm <= clip, tf.float32) - 0.5)
         if distributed:
           below += tf.random.normal([], stddev=count_stddev * share)
         statistics['below_clip'] = below
@@ -328,7 +339,7 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     return clip_and_noise
 
   def _server_noise_and_next_clip(self, value_type: tff.Type, statistics_type: tff.Type) -> tff.Computation:
-    """(sum, clip, statistics) -> (result, next clip, noise std, clipped fraction)."""
+    """(sum, clip, statistics) -> (result, next clip, noise std, clipped fraction, non-finite clients)."""
     value_nm, count_stddev, distributed = self._value_noise_multiplier, self._count_stddev, self._distributed
     expected = float(self._expected) if self._expected is not None else 1.0
     output_mean = self.output == composition.MEAN
@@ -358,7 +369,8 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
       else:
         next_clip = clip
       clipped_fraction = tf.math.divide_no_nan(statistics['clipped'], participants)
-      return summed, next_clip, noise_std, clipped_fraction
+      non_finite_clients = tf.cast(tf.round(statistics['non_finite']), tf.int64)
+      return summed, next_clip, noise_std, clipped_fraction, non_finite_clients
 
     return finish
 

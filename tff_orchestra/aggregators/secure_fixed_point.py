@@ -24,6 +24,7 @@ import tensorflow_federated as tff
 
 from tff_orchestra import _checks
 from tff_orchestra.aggregators import composition
+from tff_orchestra.aggregators import non_finite
 
 MAX_SECURE_SUM_BITS = 62  # int64 secure sums in TFF keep one bit for carries.
 
@@ -56,6 +57,10 @@ class SecureFixedPointSum(composition.ComposableFactory, tff.aggregators.Unweigh
     * `secure_clipped_count`: clients with at least one coordinate clipped.
     * `secure_bound`: the clipping bound used in this round.
     * `secure_quantization_step`: the fixed-point step `2 * bound / (2**bits - 1)`.
+    * `non_finite_clients`: clients whose value had a NaN or infinite
+      coordinate, summed as zeros (`non_finite.py`); also a secure sum. With an
+      adaptive bound, such a client's zeros count as below the bound in the
+      estimate (TFF's estimator takes a value from every client).
 
   Its result is the sum of the client values, as TFF's `SecureSumFactory`'s:
   use it as a `value_sum_factory`, an inner factory, or the last stage of `chain`.
@@ -141,10 +146,11 @@ class SecureFixedPointSum(composition.ComposableFactory, tff.aggregators.Unweigh
       def max_abs(x):
         return tf.maximum(tf.cast(tf.reduce_max(tf.abs(x)), tf.float32), 0.0)
 
+      value, excluded = non_finite.exclude_non_finite(value)
       encoded = tf.nest.map_structure(lambda x: encode_fixed_point(x, bound, bits), value)
       largest = tf.reduce_max(tf.stack([max_abs(x) for x in tf.nest.flatten(value)]))
       clipped = tf.cast(largest > tf.cast(bound, tf.float32), tf.int64)
-      return encoded, clipped, tf.constant(1, tf.int64), largest
+      return encoded, clipped, tf.constant(1, tf.int64), largest, tf.cast(excluded, tf.int64)
 
     encoded_type = encode.type_signature.result[0]
 
@@ -183,12 +189,13 @@ class SecureFixedPointSum(composition.ComposableFactory, tff.aggregators.Unweigh
         bound = estimator.report(state)
       else:
         bound = tff.federated_value(np.float32(fixed_bound), tff.SERVER)
-      encoded, clipped, one, largest = tff.federated_map(
+      encoded, clipped, one, largest, excluded = tff.federated_map(
           encode, (value, tff.federated_broadcast(bound))
       )
       summed = tff.federated_secure_sum_bitwidth(encoded, bits)
       num_clients = tff.federated_secure_sum_bitwidth(one, 1)
       clipped_count = tff.federated_secure_sum_bitwidth(clipped, 1)
+      non_finite_count = tff.federated_secure_sum_bitwidth(excluded, 1)
       result = tff.federated_map(decode, (summed, num_clients, bound))
       new_state = estimator.next(state, largest) if self._is_adaptive else state
       measurements = tff.federated_zip(
@@ -196,6 +203,7 @@ class SecureFixedPointSum(composition.ComposableFactory, tff.aggregators.Unweigh
               secure_clipped_count=clipped_count,
               secure_bound=bound,
               secure_quantization_step=tff.federated_map(quantization_step, bound),
+              non_finite_clients=non_finite_count,
           )
       )
       return tff.templates.MeasuredProcessOutput(new_state, result, measurements)

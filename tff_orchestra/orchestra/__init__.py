@@ -1,25 +1,22 @@
-"""The Orchestra federated learner (Lubana et al., ICML 2022) in TFF."""
+"""The Orchestra federated learner (Lubana et al., ICML 2022) in TFF.
 
-from tff_orchestra.orchestra.client_work import OrchestraConfig
-from tff_orchestra.orchestra.learner import build_orchestra_process
-from tff_orchestra.orchestra.learner import global_centroids
-from tff_orchestra.orchestra.learner import prepare_client_dataset
-from tff_orchestra.orchestra.learner import round_num
-from tff_orchestra.orchestra.model import ENCODERS
-from tff_orchestra.orchestra.model import OrchestraNetworks
-from tff_orchestra.orchestra.model import register_encoder
-from tff_orchestra.orchestra.model import resnet18
-from tff_orchestra.orchestra.model import small_cnn
+Its names are imported on first use (`_lazy.py`): `OrchestraConfig` alone does
+not load TensorFlow.
+"""
 
-__all__ = [
-    'ENCODERS',
-    'OrchestraConfig',
-    'OrchestraNetworks',
-    'build_orchestra_process',
-    'global_centroids',
-    'prepare_client_dataset',
-    'register_encoder',
-    'resnet18',
-    'round_num',
-    'small_cnn',
-]
+from tff_orchestra import _lazy
+
+_MODULES = {
+    'ENCODERS': 'model',
+    'OrchestraConfig': 'config',
+    'OrchestraNetworks': 'model',
+    'build_orchestra_process': 'learner',
+    'global_centroids': 'learner',
+    'prepare_client_dataset': 'learner',
+    'register_encoder': 'model',
+    'resnet18': 'model',
+    'round_num': 'learner',
+    'small_cnn': 'model',
+}
+__all__ = sorted(_MODULES)
+__getattr__, __dir__ = _lazy.exports(__name__, _MODULES)

@@ -5,29 +5,25 @@
 * `contexts.py`: `set_simulation_context()` / `simulation_context()`: TFF's
   sync context on one worker, or each computation's clients split across
   several; secure intrinsics compiled into plain sums for simulation.
+* `addresses.py`: `host:port` lists, checked without TensorFlow.
 * `_tff_internal.py`: the only module that imports TFF's private modules.
+
+The names below are imported on first use (`_lazy.py`).
 """
 
-from tff_orchestra.runtime.contexts import NotSplittableError
-from tff_orchestra.runtime.contexts import set_simulation_context
-from tff_orchestra.runtime.contexts import simulation_context
-from tff_orchestra.runtime.workers import WorkerProcess
-from tff_orchestra.runtime.workers import WorkerStartError
-from tff_orchestra.runtime.workers import WorkerUnavailableError
-from tff_orchestra.runtime.workers import parse_worker_addresses
-from tff_orchestra.runtime.workers import running_workers
-from tff_orchestra.runtime.workers import shutdown
-from tff_orchestra.runtime.workers import worker_binary_path
+from tff_orchestra import _lazy
 
-__all__ = [
-    'NotSplittableError',
-    'WorkerProcess',
-    'WorkerStartError',
-    'WorkerUnavailableError',
-    'parse_worker_addresses',
-    'running_workers',
-    'set_simulation_context',
-    'shutdown',
-    'simulation_context',
-    'worker_binary_path',
-]
+_MODULES = {
+    'NotSplittableError': 'contexts',
+    'WorkerProcess': 'workers',
+    'WorkerStartError': 'workers',
+    'WorkerUnavailableError': 'workers',
+    'parse_worker_addresses': 'addresses',
+    'running_workers': 'workers',
+    'set_simulation_context': 'contexts',
+    'shutdown': 'workers',
+    'simulation_context': 'contexts',
+    'worker_binary_path': 'workers',
+}
+__all__ = sorted(_MODULES)
+__getattr__, __dir__ = _lazy.exports(__name__, _MODULES)

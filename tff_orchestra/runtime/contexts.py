@@ -32,6 +32,7 @@ from typing import Optional, Union
 import tensorflow_federated as tff
 
 from tff_orchestra.runtime import _tff_internal
+from tff_orchestra.runtime import addresses
 from tff_orchestra.runtime import workers as workers_lib
 
 _default_services: list[workers_lib.WorkerService] = []
@@ -178,7 +179,7 @@ def _services(
     )
   if not connect_timeout > 0:
     raise ValueError(f'connect_timeout must be > 0 seconds, got {connect_timeout}')
-  return [workers_lib.RemoteWorker(address, connect_timeout) for address in workers_lib.parse_worker_addresses(workers)]
+  return [workers_lib.RemoteWorker(address, connect_timeout) for address in addresses.parse_worker_addresses(workers)]
 
 
 def _stop_all(services: Sequence[workers_lib.WorkerService]) -> None:

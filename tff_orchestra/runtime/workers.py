@@ -30,8 +30,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
-from typing import Optional, Protocol, Union
+from typing import Optional, Protocol
 
 import grpc
 import portpicker
@@ -288,19 +287,3 @@ class RemoteWorker:
     # attempt within 0.2 s, and raises if the channel closed in between.
     time.sleep(max(0.0, self._connect_requested_at + 0.3 - time.monotonic()))
     self._channel.close()
-
-
-def parse_worker_addresses(workers: Union[str, Sequence[str]]) -> list[str]:
-  """`'host:port,host:port'` or a list of `'host:port'` -> the list, checked."""
-  items = workers.split(',') if isinstance(workers, str) else list(workers)
-  addresses = []
-  for item in items:
-    host, _, port = str(item).strip().rpartition(':')
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-      raise ValueError(f"workers: expected 'host:port' addresses (port 1-65535), got {item!r}")
-    addresses.append(f'{host}:{int(port)}')
-  if not addresses:
-    raise ValueError('workers: expected at least one host:port address')
-  if len(set(addresses)) != len(addresses):
-    raise ValueError(f'workers: each worker once, got {addresses}')
-  return addresses

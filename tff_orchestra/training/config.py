@@ -8,6 +8,9 @@ all come from that one line. Adding a hyperparameter is adding a field.
 On `--resume`, `run.output_dir`, `run.rounds` (it may grow) and the whole
 `[runtime]` section may differ from the saved run; any other difference is an
 error that names it.
+
+No TensorFlow at import: the command line builds its flags from this module;
+what needs TFF (the data, the aggregator, the encoders) is imported when used.
 """
 
 from __future__ import annotations
@@ -16,22 +19,18 @@ import dataclasses
 import importlib
 import warnings
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import tensorflow_federated as tff
-
-from tff_orchestra import data as data_lib
-from tff_orchestra import orchestra
 from tff_orchestra import settings
-from tff_orchestra.aggregators import registry
-from tff_orchestra.runtime import workers as workers_lib
+from tff_orchestra.orchestra.config import OrchestraConfig
+from tff_orchestra.runtime import addresses
 from tff_orchestra.settings import ConfigError, InvalidSetting, integer, non_empty, number, one_of, setting
 
+if TYPE_CHECKING:
+  from tff_orchestra import data as data_lib
+
 DATASETS = ('digits', 'cifar10', 'cifar100')
-CLIENT_WEIGHTINGS = {
-    'examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
-    'uniform': tff.learning.ClientWeighting.UNIFORM,
-}
+CLIENT_WEIGHTINGS = ('examples', 'uniform')  # tff.learning.ClientWeighting.NUM_EXAMPLES, UNIFORM
 # What a resumed run may change: where it lives, how far it goes, where it runs.
 MAY_DIFFER_ON_RESUME = ('run.output_dir', 'run.rounds', 'runtime')
 
@@ -113,7 +112,7 @@ class EvaluationConfig:
 
 def _worker_addresses(text: str) -> tuple[str, ...]:
   try:
-    return tuple(workers_lib.parse_worker_addresses(text))
+    return tuple(addresses.parse_worker_addresses(text))
   except ValueError as error:
     raise ValueError(str(error).removeprefix('workers: ')) from error
 
@@ -156,7 +155,7 @@ class TrainConfig:
   run: RunConfig
   data: DataConfig = _section(DataConfig)
   model: ModelConfig = _section(ModelConfig)
-  orchestra: orchestra.OrchestraConfig = _section(orchestra.OrchestraConfig)
+  orchestra: OrchestraConfig = _section(OrchestraConfig)
   aggregation: AggregationConfig = _section(AggregationConfig)
   evaluation: EvaluationConfig = _section(EvaluationConfig)
   runtime: RuntimeConfig = _section(RuntimeConfig)
@@ -218,6 +217,8 @@ class TrainConfig:
 
   def check_registered(self) -> None:
     """Imports the plugins, then checks the names they may register: the encoder, the aggregators."""
+    from tff_orchestra import orchestra  # pylint: disable=import-outside-toplevel
+
     load_plugins(self.run.plugins)
     if self.model.encoder not in orchestra.ENCODERS:
       raise InvalidSetting(
@@ -248,6 +249,8 @@ def load_plugins(modules: Sequence[str]) -> None:
 
 def build_aggregator(config: TrainConfig):
   """The run's model aggregator: its `--aggregator` specs, chained (none: `MeanFactory`)."""
+  from tff_orchestra.aggregators import registry  # pylint: disable=import-outside-toplevel
+
   context = registry.RunContext(clients_per_round=config.run.clients_per_round, seed=config.run.seed)
   try:
     return registry.build_model_aggregator(config.aggregation.aggregators, context)
@@ -256,6 +259,8 @@ def build_aggregator(config: TrainConfig):
 
 
 def load_split(config: TrainConfig) -> data_lib.FederatedSplit:
+  from tff_orchestra import data as data_lib  # pylint: disable=import-outside-toplevel
+
   data, seed = config.data, config.run.seed
   try:
     if data.dataset == 'digits':

@@ -25,6 +25,7 @@ import time
 import warnings
 from typing import Any
 
+import tensorflow_federated as tff
 from tqdm import tqdm
 
 from tff_orchestra import data as data_lib
@@ -40,6 +41,10 @@ from tff_orchestra.training import sampling
 from tff_orchestra.training.config import ConfigError, TrainConfig
 
 CONFIG_FILE = 'config.toml'
+CLIENT_WEIGHTINGS = {
+    'examples': tff.learning.ClientWeighting.NUM_EXAMPLES,
+    'uniform': tff.learning.ClientWeighting.UNIFORM,
+}
 
 
 def prepare_output_dir(config: TrainConfig, resume: bool) -> tuple[int, list[dict]]:
@@ -136,7 +141,7 @@ def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
   with runtime.simulation_context(workers=workers, connect_timeout=config.runtime.worker_timeout):
     process = orchestra.build_orchestra_process(
         input_shape, encoder=config.model.encoder, config=config.orchestra,
-        client_weighting=config_lib.CLIENT_WEIGHTINGS[config.aggregation.client_weighting],
+        client_weighting=CLIENT_WEIGHTINGS[config.aggregation.client_weighting],
         model_update_aggregation_factory=factory,
     )
     initial_state = process.initialize()
