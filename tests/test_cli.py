@@ -46,3 +46,18 @@ def test_help_and_bad_flags_answer_without_tensorflow(argv):
   )
   done = subprocess.run([sys.executable, '-c', program], capture_output=True, text=True, timeout=60)
   assert done.stdout.strip().splitlines()[-1] == 'no tensorflow', done.stderr[-2000:]
+
+
+def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):
+  from tff_orchestra.training import loop  # pylint: disable=import-outside-toplevel
+
+  def fail(config, resume):
+    raise RuntimeError('boom\nand the rest of a long message')
+
+  monkeypatch.setattr(loop, 'run', fail)
+  assert cli.main(['train', '--output-dir', 'unused', '--no-progress']) == 1
+  assert capsys.readouterr().err.strip() == (
+      'tff-orchestra: error: RuntimeError: boom ... (--debug shows the traceback)'
+  )
+  with pytest.raises(RuntimeError, match='boom'):
+    cli.main(['train', '--output-dir', 'unused', '--no-progress', '--debug'])

@@ -7,6 +7,7 @@ import numbers
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 import tensorflow_federated as tff
 
 _WEIGHT_DTYPES = (np.float32, np.float64, np.int32, np.int64)
@@ -22,6 +23,13 @@ def check_float_value_type(value_type: Any, factory_name: str) -> None:
         'tff.StructType of floating-point tensors (float16/32/64, not '
         f'federated, functional or sequence), got {value_type}'
     )
+
+
+def check_fully_defined(value_type: Any, factory_name: str) -> None:
+  """Raises TypeError unless every tensor of `value_type` has a fully defined shape (sums need one)."""
+  specs = tf.nest.flatten(tff.types.type_to_tf_tensor_specs(value_type))
+  if not all(spec.shape.is_fully_defined() for spec in specs):
+    raise TypeError(f'{factory_name}.create: value_type needs fully defined shapes, got {value_type}')
 
 
 def check_weight_type(weight_type: Any, factory_name: str) -> None:

@@ -49,10 +49,14 @@ def _non_negative_float(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='tff-orchestra', description=__doc__.split('\n')[0])
+  parser.add_argument('--debug', action='store_true', help='show the traceback of an unexpected error')
+  # --debug after the command works too (SUPPRESS: not given there, the top-level value stays).
+  debug = argparse.ArgumentParser(add_help=False)
+  debug.add_argument('--debug', action='store_true', default=argparse.SUPPRESS, help=argparse.SUPPRESS)
   commands = parser.add_subparsers(dest='command', required=True)
 
   train = commands.add_parser(
-      'train', help='train Orchestra with federated averaging and evaluate it',
+      'train', parents=[debug], help='train Orchestra with federated averaging and evaluate it',
       description='Every setting has a flag; --config RUN.toml sets them from a file, and flags given override it.',
   )
   train.add_argument(
@@ -64,11 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
 
   settings.add_arguments(train, TrainConfig)
 
-  listing = commands.add_parser('aggregators', help='list the aggregator names for --aggregator, with their keys')
+  listing = commands.add_parser('aggregators', parents=[debug], help='list the aggregator names for --aggregator, with their keys')
   listing.add_argument('--plugin', action='append', default=[], metavar='MODULE', help='import this module first')
 
   demo = commands.add_parser(
-      'fedavg-demo',
+      'fedavg-demo', parents=[debug],
       help="TFF federated averaging on digits with this library's three factories chained",
   )
   demo.add_argument('--rounds', type=_positive_int, default=10)
@@ -109,23 +113,33 @@ def _train(args: argparse.Namespace) -> int:
   from tff_orchestra import training  # pylint: disable=import-outside-toplevel
   from tff_orchestra.evaluation import format_table  # pylint: disable=import-outside-toplevel
   from tff_orchestra.training import checkpoints  # pylint: disable=import-outside-toplevel
+  from tff_orchestra.training import loop  # pylint: disable=import-outside-toplevel
 
   tf.get_logger().setLevel('ERROR')  # Keras deprecation notices would bury the progress bar.
 
   try:
     config = train_config(args)
+  except training.ConfigError as error:
+    print(f'tff-orchestra: error: {_named(error, args)}', file=sys.stderr)
+    return 2
+
+  def saved() -> str:
+    checkpoint = checkpoints.latest_checkpoint(config.run.output_dir)
+    if checkpoint is None:
+      return 'no round is checkpointed yet: rerun this command to start again'
+    return f'round {checkpoint[0]} is the last one checkpointed: rerun this command with --resume to continue'
+
+  try:
     result = training.run(config, resume=args.resume)
   except training.ConfigError as error:
     print(f'tff-orchestra: error: {_named(error, args)}', file=sys.stderr)
     return 2
   except runtime.WorkerUnavailableError as error:
-    checkpoint = checkpoints.latest_checkpoint(config.run.output_dir)
-    saved = f'round {checkpoint[0]} is the last one checkpointed' if checkpoint else 'no round is checkpointed yet'
-    print(
-        f'tff-orchestra: error: {error}; {saved}: rerun this command with --resume to continue',
-        file=sys.stderr,
-    )
+    print(f'tff-orchestra: error: {error}; {saved()}', file=sys.stderr)
     return 1
+  except (loop.RunInterrupted, KeyboardInterrupt):
+    print(f'tff-orchestra: interrupted; {saved()}', file=sys.stderr)
+    return INTERRUPTED
   print(result['partition'])
   print(format_table(result['table']))
   print(f'outputs in {config.run.output_dir}')
@@ -148,7 +162,13 @@ def _list_aggregators(args: argparse.Namespace) -> int:
   return 0
 
 
+def _one_line(error: BaseException) -> str:
+  lines = str(error).strip().splitlines() or ['']
+  return f'{type(error).__name__}: {lines[0]}' + (' ...' if len(lines) > 1 else '')
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+  """Runs a command. Exit codes: 0 done, 2 bad input, 1 a failure while running, 130 interrupted."""
   # TensorFlow's C++ start-up chatter would bury the output: level 2 still lets
   # through three "Unable to register cuDNN/cuFFT/cuBLAS factory" errors that
   # TensorFlow 2.14 logs on every import, GPU or not. Our own errors reach the
@@ -159,14 +179,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   from tff_orchestra.runtime import workers  # pylint: disable=import-outside-toplevel
 
   workers.register_exit_hook()  # every command leaves no worker and no teardown noise behind
-  if args.command == 'train':
-    return _train(args)
-  if args.command == 'aggregators':
-    return _list_aggregators(args)
+  try:
+    return _COMMANDS[args.command](args)
+  except KeyboardInterrupt:
+    print('tff-orchestra: interrupted', file=sys.stderr)
+    return INTERRUPTED
+  except Exception as error:  # pylint: disable=broad-except  (one line, unless --debug)
+    if args.debug:
+      raise
+    print(f'tff-orchestra: error: {_one_line(error)} (--debug shows the traceback)', file=sys.stderr)
+    return 1
+
+
+def _fedavg_demo(args: argparse.Namespace) -> int:
   from tff_orchestra import fedavg_demo  # pylint: disable=import-outside-toplevel
 
   fedavg_demo.run(args.rounds, args.clients, args.seed, args.noise_multiplier)
   return 0
+
+
+_COMMANDS = {'train': _train, 'aggregators': _list_aggregators, 'fedavg-demo': _fedavg_demo}
+INTERRUPTED = 130  # the shell's code for a program stopped by Ctrl-C (128 + SIGINT)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
 import collections
+import warnings
 
 import dp_accounting
 import numpy as np
@@ -205,3 +206,12 @@ def test_bad_adaptive_clip_arguments():
 def test_bad_value_type_raises_type_error(value_type):
   with pytest.raises(TypeError, match='value_type'):
     GaussianNoise(1.0, 1.0, output='sum').create(value_type)
+
+
+def test_noise_that_swamps_any_signal_warns_at_create():
+  big = tff.TensorType(np.float32, [10_000])
+  with pytest.warns(UserWarning, match=r'the noise has about 50 times the norm of the largest possible signal'):
+    GaussianNoise(1.0, clip=1.0, expected_clients_per_round=2).create(big)
+  with warnings.catch_warnings():
+    warnings.simplefilter('error', UserWarning)
+    GaussianNoise(0.01, clip=1.0, expected_clients_per_round=2).create(big)  # ratio 0.5: no warning

@@ -157,3 +157,11 @@ def test_a_plugin_that_fails_to_import_is_a_config_error():
 def test_sections_are_frozen():
   with pytest.raises(dataclasses.FrozenInstanceError):
     _config().data.alpha = 3.0
+
+
+def test_privacy_notes_name_a_guarantee_that_says_little():
+  notes = config_lib.privacy_notes(_config(aggregators=('gaussian_noise:noise_multiplier=0.01,clip=1.0',)))
+  assert len(notes) == 1 and 'epsilon after 21 rounds will be' in notes[0] and 'above 10' in notes[0]
+  [clip_only] = config_lib.privacy_notes(_config(aggregators=('gaussian_noise:noise_multiplier=0.0,clip=1.0',)))
+  assert 'no privacy guarantee (epsilon = inf)' in clip_only
+  assert config_lib.privacy_notes(_config(aggregators=('gaussian_noise:noise_multiplier=50.0,clip=1.0',))) == []

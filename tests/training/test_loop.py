@@ -181,38 +181,36 @@ def test_resume_continues_after_the_last_checkpoint(tmp_path):
   assert start == 2 and [row['round'] for row in rows] == [0, 1]
 
 
-@pytest.mark.parametrize(
-    'arguments, message',
-    [
-        (['--dataset', 'mnist'], "argument --dataset: must be one of digits, cifar10, cifar100, got 'mnist'"),
-        (['--aggregator', 'median'], "unknown aggregator 'median'"),
-        (['--aggregator', 'gaussian_noise:noise_multiplier=1.0'], "missing 1 required positional argument: 'clip'"),
-        (['--aggregator', 'secure_sum:bits=70'], 'bits'),
-        (['--alpha', '0'], 'argument --alpha: must be a number > 0, got 0.0'),
-        (['--alpha', '-1'], 'must be a number > 0'),
-        (['--clients-per-round', '5'], 'argument --clients-per-round: cannot exceed the number of clients (data.num_clients = 3), got 5'),
-        (['--dataset', 'cifar10'], 'argument --data-dir: must name the folder with the cifar10 archive'),
-        (['--dataset', 'cifar10', '--data-dir', '/nonexistent'], '/nonexistent'),
-        (['--encoder', 'vgg'], "argument --encoder: must be one of resnet18, small_cnn (or registered by a plugin), got 'vgg'"),
-        (['--workers', 'nohost'], "argument --workers: expected 'host:port' addresses (port 1-65535), got 'nohost'"),
-        (['--workers', 'a:1,a:1'], 'argument --workers: each worker once'),
-        (['--worker-timeout', '0'], 'must be a number > 0'),
-        (['--plugin', 'no_such_plugin_module'], "plugin 'no_such_plugin_module' cannot be imported: ModuleNotFoundError"),
-        (['--aggregator', 'mean', '--aggregator', 'secure_sum'], 'MeanFactory) takes no inner factory'),
-        (['--aggregator', 'gaussian_noise:noise_multiplier=1.0,clip=1.0,expected_clients_per_round=None'],
-         "output='mean' (the default) divides the noisy sum by expected_clients_per_round"),
-    ],
-)
-def test_bad_input_is_one_error_line_and_writes_nothing(arguments, message, tmp_path, capsys):
-  output_dir = tmp_path / 'out'
-  try:
-    code = cli.main(['train', '--output-dir', str(output_dir), *TINY, *arguments])
-  except SystemExit as exit_info:
-    code = exit_info.code
-  assert code == 2
-  error_lines = [line for line in capsys.readouterr().err.splitlines() if 'error' in line]
-  assert len(error_lines) == 1 and message in error_lines[0], error_lines
-  assert not output_dir.exists()
+def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_its_retry(tmp_path, monkeypatch, capsys):
+  from tff_orchestra import orchestra  # pylint: disable=import-outside-toplevel
+
+  def fail(*args, **kwargs):
+    raise RuntimeError('the learner could not be built')
+
+  with monkeypatch.context() as patch:
+    patch.setattr(orchestra, 'build_orchestra_process', fail)
+    assert cli.main(['train', '--output-dir', str(tmp_path), *TINY, '--rounds', '1']) == 1
+  assert 'error: RuntimeError: the learner could not be built' in capsys.readouterr().err
+  assert (tmp_path / 'config.toml').exists() and not (tmp_path / 'checkpoints').exists()
+  # The corrected command (here: another seed), without --resume, is accepted and starts afresh.
+  assert cli.main(['train', '--output-dir', str(tmp_path), *TINY, '--rounds', '1', '--seed', '3']) == 0
+  assert settings.load_toml(tmp_path / 'config.toml')['run']['seed'] == 3
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_round_with_a_checkpoint_and_resume_finishes(straight_run, tmp_path):
+  _, straight = straight_run
+  program, command = _start_cli_past_round_1(tmp_path)
+  program.send_signal(signal.SIGINT)
+  _, errors = program.communicate(timeout=300)
+  assert program.returncode == 130, errors[-2000:]
+  lines = [line for line in errors.splitlines() if line.startswith('tff-orchestra')]
+  assert len(lines) == 1 and 'tff-orchestra: interrupted; round ' in lines[0], errors[-2000:]
+  assert 'is the last one checkpointed: rerun this command with --resume to continue' in lines[0]
+  assert 'Traceback' not in errors
+  done = subprocess.run([*command, '--resume'], capture_output=True, text=True, timeout=600)
+  assert done.returncode == 0, done.stderr[-2000:]
+  _assert_same_rows(straight['rows'], json.loads((tmp_path / 'metrics.json').read_text()))
 
 
 def test_existing_output_is_left_alone(straight_run, tmp_path, capsys):

@@ -170,9 +170,7 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
 
   def create(self, value_type: tff.Type, weight_type: tff.Type) -> tff.templates.AggregationProcess:
     _checks.check_float_value_type(value_type, 'ClusterQualityWeighting')
-    specs = tf.nest.flatten(tff.types.type_to_tf_tensor_specs(value_type))
-    if not all(spec.shape.is_fully_defined() for spec in specs):
-      raise TypeError(f'ClusterQualityWeighting.create: value_type needs fully defined shapes, got {value_type}')
+    _checks.check_fully_defined(value_type, 'ClusterQualityWeighting')
     _checks.check_weight_type(weight_type, 'ClusterQualityWeighting')
     scaled_weight_dtype = np.float64 if np.dtype(weight_type.dtype) == np.float64 else np.float32
     inner_process = self.inner_factory.create(value_type, tff.TensorType(scaled_weight_dtype))

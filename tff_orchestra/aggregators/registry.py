@@ -83,6 +83,12 @@ class RegisteredAggregator:
     factory = self.builder(**options)
     if not is_factory(factory):
       raise TypeError(f'the builder of {self.name!r} returned {type(factory).__name__}, not an aggregation factory')
+    limit = getattr(factory, 'max_clients', None)
+    if context is not None and isinstance(limit, int) and limit < context.clients_per_round:
+      raise ValueError(
+          f'{self.name}: max_clients={limit} is below the clients per round ({context.clients_per_round}): '
+          'every round would fail; raise max_clients or leave it out'
+      )
     return factory
 
 

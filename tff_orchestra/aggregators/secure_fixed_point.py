@@ -124,6 +124,7 @@ class SecureFixedPointSum(composition.ComposableFactory, tff.aggregators.Unweigh
 
   def create(self, value_type: tff.Type) -> tff.templates.AggregationProcess:
     _checks.check_float_value_type(value_type, 'SecureFixedPointSum')
+    _checks.check_fully_defined(value_type, 'SecureFixedPointSum')
     bits = self._bits
     levels = float(2**bits - 1)
     max_clients = self._max_clients

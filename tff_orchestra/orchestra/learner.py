@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+from collections.abc import Mapping
 from typing import Iterator, Optional, Sequence, Union
 
 import numpy as np
@@ -175,6 +176,11 @@ def prepare_client_dataset(dataset: tf.data.Dataset, batch_size: int = 16) -> tf
   """Batched float32 images from a dataset of `{'x': image, ...}` elements (labels dropped)."""
   if batch_size < 1:
     raise ValueError(f'batch_size must be >= 1, got {batch_size}')
+  if not isinstance(dataset, tf.data.Dataset) or not (
+      isinstance(dataset.element_spec, Mapping) and 'x' in dataset.element_spec
+  ):
+    spec = dataset.element_spec if isinstance(dataset, tf.data.Dataset) else type(dataset).__name__
+    raise TypeError(f"prepare_client_dataset: expected a tf.data.Dataset of {{'x': image, ...}} elements, got {spec}")
   return dataset.map(lambda element: tf.cast(element['x'], tf.float32)).batch(batch_size)
 
 

@@ -21,6 +21,8 @@ import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Optional
 
+import numpy as np
+
 from tff_orchestra import settings
 from tff_orchestra.orchestra.config import OrchestraConfig
 from tff_orchestra.runtime import addresses
@@ -29,6 +31,8 @@ from tff_orchestra.settings import ConfigError, InvalidSetting, integer, non_emp
 if TYPE_CHECKING:
   from tff_orchestra import data as data_lib
 
+# Above this, a (epsilon, delta) guarantee bounds almost nothing (e**10 > 20,000 times more likely).
+MEANINGFUL_EPSILON = 10.0
 DATASETS = ('digits', 'cifar10', 'cifar100')
 CLIENT_WEIGHTINGS = ('examples', 'uniform')  # tff.learning.ClientWeighting.NUM_EXAMPLES, UNIFORM
 # What a resumed run may change: where it lives, how far it goes, where it runs.
@@ -256,6 +260,45 @@ def build_aggregator(config: TrainConfig):
     return registry.build_model_aggregator(config.aggregation.aggregators, context)
   except ValueError as error:
     raise ConfigError(str(error)) from error
+
+
+def check_split(config: TrainConfig, split: data_lib.FederatedSplit) -> None:
+  """Checks the settings that depend on the data, before any training."""
+  classes, counts = np.unique(split.train_labels, return_counts=True)
+  wanted = config.evaluation.labels_per_class
+  if wanted > counts.min():
+    raise InvalidSetting(
+        'evaluation.labels_per_class',
+        f'cannot exceed the training images of the smallest class ({counts.min()} of class {classes[counts.argmin()]})',
+        wanted,
+    )
+
+
+def privacy_notes(config: TrainConfig) -> list[str]:
+  """One line for each `gaussian_noise` stage whose guarantee after the run's rounds says little."""
+  from tff_orchestra.aggregators import GaussianNoise, privacy_accounting, registry  # pylint: disable=import-outside-toplevel
+
+  context = registry.RunContext(clients_per_round=config.run.clients_per_round, seed=config.run.seed)
+  rounds = config.run.rounds + 1  # round 0 goes through the aggregator too
+  notes = []
+  for spec in config.aggregation.aggregators:
+    stage = registry.build_stage(spec, context)
+    if not isinstance(stage, GaussianNoise):
+      continue
+    if not stage.noise_multiplier > 0:
+      notes.append(f'{spec}: noise_multiplier 0 clips without noise: no privacy guarantee (epsilon = inf)')
+      continue
+    epsilon = privacy_accounting.epsilon_python(
+        stage.noise_multiplier, stage.sampling_probability, rounds, stage.target_delta
+    )
+    # Distributed noise is weaker when fewer clients than expected take part.
+    at_least = 'at least ' if stage.placement == 'distributed' else ''
+    if not epsilon <= MEANINGFUL_EPSILON:
+      notes.append(
+          f'{spec}: epsilon after {rounds} rounds will be {at_least}{epsilon:.3g} at delta {stage.target_delta:g}, '
+          f'above {MEANINGFUL_EPSILON:g}, where a guarantee says little: raise noise_multiplier or lower rounds'
+      )
+  return notes
 
 
 def load_split(config: TrainConfig) -> data_lib.FederatedSplit:

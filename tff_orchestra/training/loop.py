@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
 import time
 import warnings
 from typing import Any
@@ -55,14 +57,20 @@ def prepare_output_dir(config: TrainConfig, resume: bool) -> tuple[int, list[dic
   """
   out = config.run.output_dir
   config_path = os.path.join(out, CONFIG_FILE)
-  if not os.path.exists(config_path):
-    if os.path.exists(os.path.join(out, 'checkpoints')):
+  checkpoint = checkpoints.latest_checkpoint(out) if os.path.isdir(out) else None
+  if not os.path.exists(config_path) or checkpoint is None:
+    # A new run; or one that failed or stopped before its first checkpoint,
+    # which holds no progress: the retry, corrected or not, starts it afresh.
+    if checkpoint is not None:
       raise ConfigError(f'{out} holds checkpoints but no {CONFIG_FILE} (a run of an earlier tff_orchestra?): '
                         'choose another --output-dir')
-    os.makedirs(out, exist_ok=True)
-    with open(config_path + '.partial', 'w') as file:
-      file.write(config.to_toml())
-    os.replace(config_path + '.partial', config_path)
+    try:
+      os.makedirs(out, exist_ok=True)
+      with open(config_path + '.partial', 'w') as file:
+        file.write(config.to_toml())
+      os.replace(config_path + '.partial', config_path)
+    except OSError as error:
+      raise ConfigError(f'--output-dir {out} cannot hold a run: {error.strerror or error}') from error
     return 0, []
   if not resume:
     raise ConfigError(f'{out} already holds a run; pass --resume to continue it, or another --output-dir')
@@ -71,9 +79,6 @@ def prepare_output_dir(config: TrainConfig, resume: bool) -> tuple[int, list[dic
   if differences:
     listed = '; '.join(f'{path}: saved {before!r}, given {after!r}' for path, before, after in differences)
     raise ConfigError(f'{out} holds a run with a different configuration ({listed})')
-  checkpoint = checkpoints.latest_checkpoint(out)
-  if checkpoint is None:
-    return 0, []
   round_num = checkpoint[0]
   rows = []
   metrics_path = os.path.join(out, 'metrics.json')
@@ -113,6 +118,59 @@ def evaluate(config: TrainConfig, split: data_lib.FederatedSplit, initial_weight
   return rows
 
 
+def _client_datasets(config: TrainConfig, split: data_lib.FederatedSplit, round_num: int) -> list:
+  """The datasets of the round's sampled clients, each in an order drawn from (seed, round, client)."""
+  seed = config.run.seed
+  return [
+      orchestra.prepare_client_dataset(
+          sampling.shuffled(
+              split.client_data.create_tf_dataset_for_client(cid), (seed, round_num, split.client_ids.index(cid))
+          ),
+          config.data.batch_size,
+      )
+      for cid in sampling.sample_clients(split.client_ids, config.run.clients_per_round, seed, round_num)
+  ]
+
+
+class RunInterrupted(Exception):
+  """Ctrl-C (SIGINT) during training: the run stopped after round `round_num`, which is checkpointed."""
+
+  def __init__(self, round_num: int):
+    super().__init__(f'interrupted after round {round_num}, which is checkpointed')
+    self.round_num = round_num
+
+
+class _StopAfterRound:
+  """While training, a first Ctrl-C asks to stop after the current round; a second one stops at once.
+
+  Only in the main thread (where Python delivers signals); elsewhere nothing changes.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self) -> '_StopAfterRound':
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGINT, self._on_sigint)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  def _on_sigint(self, signum, frame):
+    if self.requested:
+      self.close()
+      raise KeyboardInterrupt
+    self.requested = True
+    tqdm.write('stopping after this round (Ctrl-C again: stop now)')
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGINT, self._previous)
+      self._previous = None
+
+
 def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
   """Trains (or resumes) a run and evaluates it. Returns metrics rows and the table.
 
@@ -121,63 +179,62 @@ def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
   (`runtime.simulation_context`); a resumed run may use other workers. A worker
   that stops answering for `config.runtime.worker_timeout` seconds raises
   `runtime.WorkerUnavailableError`; every round before it is checkpointed.
+  Ctrl-C stops the run after the current round, checkpointed, with
+  `RunInterrupted`. A run that fails before its first checkpoint leaves
+  nothing that blocks its retry.
   """
   config.check_registered()
   split = config_lib.load_split(config)
+  config_lib.check_split(config, split)
   start_round, rows = prepare_output_dir(config, resume)
   out = config.run.output_dir
   summary = data_lib.format_partition_summary(data_lib.partition_summary(split.train_labels, split.partitions))
   with open(os.path.join(out, 'partition.txt'), 'w') as file:
     file.write(summary + '\n')
 
-  with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter('always', UserWarning)
-    factory = config_lib.build_aggregator(config)
-  for warning in caught:
-    tqdm.write(f'note: {warning.message}')
-
   input_shape = split.train_images.shape[1:]
   workers = config.runtime.workers or None
   with runtime.simulation_context(workers=workers, connect_timeout=config.runtime.worker_timeout):
-    process = orchestra.build_orchestra_process(
-        input_shape, encoder=config.model.encoder, config=config.orchestra,
-        client_weighting=CLIENT_WEIGHTINGS[config.aggregation.client_weighting],
-        model_update_aggregation_factory=factory,
-    )
+    # The aggregator's caveats (and its factories' warnings at create()), one line each.
+    with warnings.catch_warnings(record=True) as caught:
+      warnings.simplefilter('always', UserWarning)
+      process = orchestra.build_orchestra_process(
+          input_shape, encoder=config.model.encoder, config=config.orchestra,
+          client_weighting=CLIENT_WEIGHTINGS[config.aggregation.client_weighting],
+          model_update_aggregation_factory=config_lib.build_aggregator(config),
+      )
+    for message in dict.fromkeys(str(warning.message) for warning in caught):
+      tqdm.write(f'note: {message}')
+    for message in config_lib.privacy_notes(config):
+      tqdm.write(f'note: {message}')
     initial_state = process.initialize()
     state = initial_state
     if start_round > 0:
       restored_round, state = checkpoints.restore_checkpoint(out, initial_state, start_round - 1)
       start_round = restored_round + 1
       rows = [row for row in rows if row['round'] <= restored_round]
-    final_round, seed = config.run.rounds, config.run.seed
+    final_round = config.run.rounds
     bar = tqdm(total=final_round + 1, initial=start_round, desc='rounds', disable=not config.runtime.progress,
                unit='round')
     tensorboard = metrics_lib.TensorBoardWriter(out)
-    for round_num in range(start_round, final_round + 1):
-      clients = sampling.sample_clients(split.client_ids, config.run.clients_per_round, seed, round_num)
-      datasets = [
-          orchestra.prepare_client_dataset(
-              sampling.shuffled(
-                  split.client_data.create_tf_dataset_for_client(cid),
-                  (seed, round_num, split.client_ids.index(cid)),
-              ),
-              config.data.batch_size,
-          )
-          for cid in clients
-      ]
-      started = time.perf_counter()
-      output = process.next(state, datasets)
-      state = output.state
-      row = {'round': round_num, 'seconds': time.perf_counter() - started, **metrics_lib.flatten_metrics(output.metrics)}
-      checkpoints.save_checkpoint(out, round_num, state)
-      rows.append(row)
-      metrics_lib.write_metrics(out, rows)
-      tensorboard.write(row)
-      bar.set_postfix(metrics_lib.progress_postfix(row))
-      bar.update(1)
-    bar.close()
-    tensorboard.close()
+    try:
+      with _StopAfterRound() as stop:
+        for round_num in range(start_round, final_round + 1):
+          started = time.perf_counter()
+          output = process.next(state, _client_datasets(config, split, round_num))
+          state = output.state
+          row = {'round': round_num, 'seconds': time.perf_counter() - started, **metrics_lib.flatten_metrics(output.metrics)}
+          checkpoints.save_checkpoint(out, round_num, state)
+          rows.append(row)
+          metrics_lib.write_metrics(out, rows)
+          tensorboard.write(row)
+          bar.set_postfix(metrics_lib.progress_postfix(row))
+          bar.update(1)
+          if stop.requested and round_num < final_round:
+            raise RunInterrupted(round_num)
+    finally:
+      bar.close()
+      tensorboard.close()
     table = evaluate(
         config, split, process.get_model_weights(initial_state), process.get_model_weights(state),
         orchestra.global_centroids(state),
