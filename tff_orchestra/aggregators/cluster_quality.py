@@ -46,6 +46,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_orchestra import _checks
+from tff_orchestra.runtime import contexts
 from tff_orchestra.aggregators import composition
 from tff_orchestra.aggregators import non_finite
 
@@ -170,6 +171,7 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
 
   def create(self, value_type: tff.Type, weight_type: tff.Type) -> tff.templates.AggregationProcess:
     _checks.check_float_value_type(value_type, 'ClusterQualityWeighting')
+    contexts.check_context('ClusterQualityWeighting', secure_sums=False)
     _checks.check_fully_defined(value_type, 'ClusterQualityWeighting')
     _checks.check_weight_type(weight_type, 'ClusterQualityWeighting')
     scaled_weight_dtype = np.float64 if np.dtype(weight_type.dtype) == np.float64 else np.float32

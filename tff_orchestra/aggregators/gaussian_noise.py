@@ -48,6 +48,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_orchestra import _checks
+from tff_orchestra.runtime import contexts
 from tff_orchestra.aggregators import composition
 from tff_orchestra.aggregators import non_finite
 from tff_orchestra.aggregators import privacy_accounting
@@ -248,6 +249,7 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
 
   def create(self, value_type: tff.Type) -> tff.templates.AggregationProcess:
     _checks.check_float_value_type(value_type, 'GaussianNoise')
+    contexts.check_context('GaussianNoise', secure_sums=False)
     _checks.check_fully_defined(value_type, 'GaussianNoise')
     self._warn_if_noise_swamps_the_signal(value_type)
     inner_process = self.inner_factory.create(value_type)

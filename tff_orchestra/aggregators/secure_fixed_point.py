@@ -23,6 +23,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_orchestra import _checks
+from tff_orchestra.runtime import contexts
 from tff_orchestra.aggregators import composition
 from tff_orchestra.aggregators import non_finite
 
@@ -124,6 +125,7 @@ class SecureFixedPointSum(composition.ComposableFactory, tff.aggregators.Unweigh
 
   def create(self, value_type: tff.Type) -> tff.templates.AggregationProcess:
     _checks.check_float_value_type(value_type, 'SecureFixedPointSum')
+    contexts.check_context('SecureFixedPointSum', secure_sums=True)
     _checks.check_fully_defined(value_type, 'SecureFixedPointSum')
     bits = self._bits
     levels = float(2**bits - 1)

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import warnings
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Optional, Union
 
+import numpy as np
 import tensorflow_federated as tff
 
 from tff_orchestra.runtime import _tff_internal
@@ -151,18 +154,63 @@ def _create_context(
   for service in services:
     service.stub()  # A local worker starts now, from the caller's thread (PDEATHSIG is per thread).
   if len(services) == 1:
-    return tff.framework.SyncExecutionContext(
+    context = tff.framework.SyncExecutionContext(
         **_context_kwargs(services[0], secure_intrinsics, default_num_clients)
     )
-  return _SplitAcrossWorkers(
-      [
-          tff.framework.SyncExecutionContext(
-              **_context_kwargs(service, secure_intrinsics, default_num_clients)
-          )
-          for service in services
-      ],
-      secure_intrinsics,
+  else:
+    context = _SplitAcrossWorkers(
+        [
+            tff.framework.SyncExecutionContext(
+                **_context_kwargs(service, secure_intrinsics, default_num_clients)
+            )
+            for service in services
+        ],
+        secure_intrinsics,
+    )
+  _runs_secure_sums[context] = secure_intrinsics
+  return context
+
+
+# Whether a context runs secure sums: ours by construction, others probed once.
+_runs_secure_sums: 'weakref.WeakKeyDictionary[object, bool]' = weakref.WeakKeyDictionary()
+
+
+def _secure_sum_probe() -> None:
+  probe = tff.federated_computation(
+      lambda x: tff.federated_secure_sum_bitwidth(x, 2), tff.FederatedType(np.int32, tff.CLIENTS)
   )
+  probe([1])
+
+
+def check_context(factory_name: str, *, secure_sums: bool) -> None:
+  """Called by our factories' `create()`: makes the program's end clean, and warns early of a context that cannot run them.
+
+  Registers the exit hook (TFF's import-time context otherwise leaves its
+  worker running and prints a destructor error at exit). With `secure_sums`,
+  a current context that is not ours is probed once with a tiny secure sum;
+  if it cannot run one (TFF's default context cannot), one warning says so
+  now, instead of a gRPC "Cannot embed a federated value" error at `next`.
+  """
+  workers_lib.register_exit_hook()
+  if not secure_sums:
+    return
+  context = tff.framework.get_context_stack().current
+  if not isinstance(context, tff.framework.SyncContext):
+    return  # tracing inside a computation, or no context: nothing runs here
+  if context not in _runs_secure_sums:
+    try:
+      _secure_sum_probe()
+      _runs_secure_sums[context] = True
+    except Exception:  # pylint: disable=broad-except  (whatever the context raises, it cannot run them)
+      _runs_secure_sums[context] = False
+  if not _runs_secure_sums[context]:
+    warnings.warn(
+        f'{factory_name}: the current TFF execution context cannot run secure sums (TFF\'s default context '
+        'cannot): call tff_orchestra.runtime.set_simulation_context() first, or run the process in a '
+        'context that supports tff.federated_secure_sum_bitwidth',
+        UserWarning,
+        stacklevel=3,
+    )
 
 
 def _services(
