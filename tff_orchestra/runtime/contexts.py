@@ -31,7 +31,6 @@ import weakref
 from collections.abc import Iterator, Sequence
 from typing import Optional, Union
 
-import numpy as np
 import tensorflow_federated as tff
 
 from tff_orchestra.runtime import _tff_internal
@@ -171,46 +170,32 @@ def _create_context(
   return context
 
 
-# Whether a context runs secure sums: ours by construction, others probed once.
+# The contexts this module made, and whether each runs secure sums.
 _runs_secure_sums: 'weakref.WeakKeyDictionary[object, bool]' = weakref.WeakKeyDictionary()
 
 
-def _secure_sum_probe() -> None:
-  probe = tff.federated_computation(
-      lambda x: tff.federated_secure_sum_bitwidth(x, 2), tff.FederatedType(np.int32, tff.CLIENTS)
-  )
-  probe([1])
-
-
 def check_context(factory_name: str, *, secure_sums: bool) -> None:
-  """Called by our factories' `create()`: makes the program's end clean, and warns early of a context that cannot run them.
+  """Called by our factories' `create()`: makes the program's end clean, and warns of a context that may not run them.
 
   Registers the exit hook (TFF's import-time context otherwise leaves its
   worker running and prints a destructor error at exit). With `secure_sums`,
-  a current context that is not ours is probed once with a tiny secure sum;
-  if it cannot run one (TFF's default context cannot), one warning says so
-  now, instead of a gRPC "Cannot embed a federated value" error at `next`.
+  one warning when the current execution context is not one this module made
+  with secure intrinsics: TFF's default context cannot run secure sums, and
+  would fail only at `next`, with a gRPC "Cannot embed a federated value".
+  Nothing is executed to find out.
   """
   workers_lib.register_exit_hook()
-  if not secure_sums:
-    return
   context = tff.framework.get_context_stack().current
-  if not isinstance(context, tff.framework.SyncContext):
-    return  # tracing inside a computation, or no context: nothing runs here
-  if context not in _runs_secure_sums:
-    try:
-      _secure_sum_probe()
-      _runs_secure_sums[context] = True
-    except Exception:  # pylint: disable=broad-except  (whatever the context raises, it cannot run them)
-      _runs_secure_sums[context] = False
-  if not _runs_secure_sums[context]:
-    warnings.warn(
-        f'{factory_name}: the current TFF execution context cannot run secure sums (TFF\'s default context '
-        'cannot): call tff_orchestra.runtime.set_simulation_context() first, or run the process in a '
-        'context that supports tff.federated_secure_sum_bitwidth',
-        UserWarning,
-        stacklevel=3,
-    )
+  if not secure_sums or not isinstance(context, tff.framework.SyncContext) or _runs_secure_sums.get(context):
+    return  # tracing inside a computation, no context at all, or ours
+  warnings.warn(
+      f'{factory_name}: the current TFF execution context was not set by tff_orchestra.runtime; if it is '
+      "TFF's default one, secure sums fail at next() (\"Cannot embed a federated value\"): call "
+      'tff_orchestra.runtime.set_simulation_context() first (a context that runs '
+      'tff.federated_secure_sum_bitwidth, such as TFF\'s test context, is fine)',
+      UserWarning,
+      stacklevel=3,
+  )
 
 
 def _services(
