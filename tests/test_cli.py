@@ -37,7 +37,10 @@ def test_console_script_is_installed():
   assert done.returncode == 0 and 'fedavg-demo' in done.stdout and 'train' in done.stdout
 
 
-@pytest.mark.parametrize('argv', [['--help'], ['train', '--help'], ['train', '--alpha', 'x'], ['train', '--nope']])
+@pytest.mark.parametrize('argv', [
+    ['--help'], ['train', '--help'], ['train', '--alpha', 'x'], ['train', '--nope'],
+    ['train', '--output-dir', 'unused', '--alpha', '0'],
+])
 def test_help_and_bad_flags_answer_without_tensorflow(argv):
   program = (
       'import sys\nfrom tff_orchestra import cli\n'

@@ -106,7 +106,21 @@ def _named(error: Exception, args: argparse.Namespace) -> str:
   return f'argument {settings.flag_of(field)}: {error.problem}, got {error.value!r}'
 
 
+def _leave_nothing_behind() -> None:
+  """Registers the exit hook (it loads TensorFlow): no worker and no teardown noise outlive the command."""
+  from tff_orchestra.runtime import workers  # pylint: disable=import-outside-toplevel
+
+  workers.register_exit_hook()
+
+
 def _train(args: argparse.Namespace) -> int:
+  try:
+    config = train_config(args)  # before TensorFlow loads: a bad setting answers at once
+  except settings.ConfigError as error:
+    print(f'tff-orchestra: error: {_named(error, args)}', file=sys.stderr)
+    return 2
+
+  _leave_nothing_behind()
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
 
   from tff_orchestra import runtime  # pylint: disable=import-outside-toplevel
@@ -116,12 +130,6 @@ def _train(args: argparse.Namespace) -> int:
   from tff_orchestra.training import loop  # pylint: disable=import-outside-toplevel
 
   tf.get_logger().setLevel('ERROR')  # Keras deprecation notices would bury the progress bar.
-
-  try:
-    config = train_config(args)
-  except training.ConfigError as error:
-    print(f'tff-orchestra: error: {_named(error, args)}', file=sys.stderr)
-    return 2
 
   def saved() -> str:
     checkpoint = checkpoints.latest_checkpoint(config.run.output_dir)
@@ -147,6 +155,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _list_aggregators(args: argparse.Namespace) -> int:
+  _leave_nothing_behind()
   from tff_orchestra.aggregators import registry  # pylint: disable=import-outside-toplevel
   from tff_orchestra.training import config  # pylint: disable=import-outside-toplevel
 
@@ -176,9 +185,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   # user set is kept.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
   args = build_parser().parse_args(argv)  # no TensorFlow yet: --help and bad flags answer at once
-  from tff_orchestra.runtime import workers  # pylint: disable=import-outside-toplevel
-
-  workers.register_exit_hook()  # every command leaves no worker and no teardown noise behind
   try:
     return _COMMANDS[args.command](args)
   except KeyboardInterrupt:
@@ -192,6 +198,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _fedavg_demo(args: argparse.Namespace) -> int:
+  _leave_nothing_behind()
   from tff_orchestra import fedavg_demo  # pylint: disable=import-outside-toplevel
 
   fedavg_demo.run(args.rounds, args.clients, args.seed, args.noise_multiplier)
