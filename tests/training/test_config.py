@@ -44,7 +44,8 @@ def test_every_setting_is_one_flag_with_its_type_default_and_help():
 def test_the_learner_takes_the_run_seed_and_clients_per_round():
   config = _config(seed=3, clients_per_round=4)
   assert (config.orchestra.seed, config.orchestra.max_clients_per_round) == (3, 4)
-  assert '--max-clients-per-round' not in cli.build_parser().format_help()
+  train_help = cli.build_parser()._subparsers._group_actions[0].choices['train'].format_help()  # pylint: disable=protected-access
+  assert '--num-local-clusters' in train_help and '--max-clients-per-round' not in train_help
 
 
 def test_a_bad_value_names_its_setting_in_python():
