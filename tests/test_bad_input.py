@@ -15,7 +15,7 @@ import tensorflow_federated as tff
 
 from tests.training.test_loop import TINY
 from tff_orchestra import aggregators as agg
-from tff_orchestra import cli, orchestra, settings, training
+from tff_orchestra import cli, orchestra, runtime, settings, training
 from tff_orchestra.aggregators import registry
 
 
@@ -92,6 +92,16 @@ def test_a_corrupt_saved_config_is_one_line(tmp_path, capsys):
   assert 'config.toml' in error and "Expected ']'" in error
 
 
+def _secure_sum_of_three_clients_declared_two():
+  process = agg.SecureFixedPointSum(1.0, max_clients=2).create(tff.TensorType(np.float32))
+  process.next(process.initialize(), [0.1, 0.2, 0.3])
+
+
+def _secure_sum_in_tffs_default_context():
+  with tff.framework.get_context_stack().install(tff.backends.native.create_sync_local_cpp_execution_context()):
+    agg.SecureFixedPointSum(1.0).create(tff.TensorType(np.float32))
+
+
 PYTHON_CASES = {
     'secure sum bound 0': (lambda: agg.SecureFixedPointSum(0.0), ValueError, 'bound must be > 0.0'),
     'secure sum bound nan': (lambda: agg.SecureFixedPointSum(math.nan), ValueError, 'bound must be finite'),
@@ -103,6 +113,10 @@ PYTHON_CASES = {
     'secure sum unknown shape': (
         lambda: agg.SecureFixedPointSum(1.0).create(tff.TensorType(np.float32, [None])), TypeError, 'fully defined shapes'),
     'secure sum int values': (lambda: agg.SecureFixedPointSum(1.0).create(tff.TensorType(np.int32)), TypeError, 'floating-point'),
+    'secure sum more clients than max clients': (
+        _secure_sum_of_three_clients_declared_two, tf.errors.InvalidArgumentError, 'more clients than max_clients=2'),
+    'secure sum in TFF default context': (
+        _secure_sum_in_tffs_default_context, runtime.ContextCannotRunSecureSumsError, 'cannot run secure sums'),
     'noise negative': (lambda: agg.GaussianNoise(-1.0, clip=1.0, output='sum'), ValueError, 'noise_multiplier'),
     'noise nan': (lambda: agg.GaussianNoise(math.nan, clip=1.0, output='sum'), ValueError, 'noise_multiplier must be finite'),
     'noise clip 0': (lambda: agg.GaussianNoise(1.0, clip=0.0, output='sum'), ValueError, 'clip'),

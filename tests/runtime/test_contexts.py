@@ -172,29 +172,39 @@ def test_a_remote_worker_that_dies_is_named_instead_of_retried_forever():
 
 
 WITHOUT_OUR_CONTEXT = '''
-import warnings
 import numpy as np
 import tensorflow_federated as tff
 from tff_orchestra import aggregators as agg
+from tff_orchestra import runtime
 
-with warnings.catch_warnings(record=True) as caught:
-  warnings.simplefilter('always')
-  process = agg.SecureFixedPointSum(1.0).create(tff.TensorType(np.float32))
-print('WARNED:', [str(w.message) for w in caught if 'secure sums' in str(w.message)])
+try:
+  agg.SecureFixedPointSum(1.0).create(tff.TensorType(np.float32))
+except runtime.ContextCannotRunSecureSumsError as error:
+  print('REFUSED:', error)
+tff.backends.test.set_sync_test_cpp_execution_context()
+process = agg.SecureFixedPointSum(1.0).create(tff.TensorType(np.float32))
+print('TEST CONTEXT:', process.next(process.initialize(), [0.5, 0.25]).result)
 '''
 
 
-def test_tffs_default_context_is_named_before_a_secure_sum_runs_and_exit_is_quiet():
+def test_tffs_default_context_is_refused_at_create_tffs_test_context_runs_and_exit_is_quiet():
   done = subprocess.run([sys.executable, '-c', WITHOUT_OUR_CONTEXT], capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr[-2000:]
-  [warned] = [line for line in done.stdout.splitlines() if line.startswith('WARNED:')]
-  assert 'SecureFixedPointSum: the current TFF execution context was not set by tff_orchestra.runtime' in warned
-  assert 'runtime.set_simulation_context() first' in warned
+  [refused] = [line for line in done.stdout.splitlines() if line.startswith('REFUSED:')]
+  assert 'SecureFixedPointSum: the current TFF execution context cannot run secure sums' in refused
+  assert 'runtime.set_simulation_context() before create()' in refused
+  [ran] = [line for line in done.stdout.splitlines() if line.startswith('TEST CONTEXT:')]
+  assert float(ran.split()[-1]) == pytest.approx(0.75, abs=1e-3)
   assert 'Exception ignored' not in done.stderr and 'Traceback' not in done.stderr, done.stderr[-2000:]
 
 
-def test_our_context_runs_secure_sums_without_a_warning():
-  with runtime.simulation_context():
-    with warnings.catch_warnings():
-      warnings.simplefilter('error', UserWarning)
+def test_which_contexts_run_secure_sums_is_told_by_compiling_only():
+  assert runtime.runs_secure_sums(tff.framework.get_context_stack().current) is True  # the session's, ours
+  assert runtime.runs_secure_sums(tff.backends.native.create_sync_local_cpp_execution_context()) is False
+  assert runtime.runs_secure_sums(tff.backends.test.create_sync_test_cpp_execution_context()) is True
+
+
+def test_our_context_with_secure_intrinsics_off_is_refused_too():
+  with runtime.simulation_context(secure_intrinsics=False):
+    with pytest.raises(runtime.ContextCannotRunSecureSumsError, match='set_simulation_context'):
       agg.SecureFixedPointSum(1.0).create(tff.TensorType(np.float32))

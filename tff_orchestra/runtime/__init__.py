@@ -14,12 +14,14 @@ The names below are imported on first use (`_lazy.py`).
 from tff_orchestra import _lazy
 
 _MODULES = {
+    'ContextCannotRunSecureSumsError': 'contexts',
     'NotSplittableError': 'contexts',
     'WorkerProcess': 'workers',
     'WorkerStartError': 'workers',
     'WorkerUnavailableError': 'workers',
     'parse_worker_addresses': 'addresses',
     'running_workers': 'workers',
+    'runs_secure_sums': 'contexts',
     'set_simulation_context': 'contexts',
     'shutdown': 'workers',
     'simulation_context': 'contexts',

@@ -26,3 +26,14 @@ CompilerPipeline = compiler_pipeline.CompilerPipeline
 # Public API missing: the context's splitting and repackaging are not exported.
 split_value_into_subrounds = mergeable_comp_execution_context._split_value_into_subrounds
 repackage_partitioned_values = mergeable_comp_execution_context._repackage_partitioned_values
+
+
+def compiler_of(context: object):
+  """The compiler pipeline that `context` runs before executing, or None if it is not a `SyncExecutionContext`.
+
+  `contexts.check_context` compiles a two-line secure sum with it (nothing is
+  executed) to learn whether the context runs secure sums. Public API missing:
+  a context does not say which compiler it uses.
+  """
+  async_context = getattr(context, '_async_context', None)
+  return getattr(async_context, '_compiler_pipeline', None)

@@ -26,11 +26,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import warnings
+import functools
+import re
 import weakref
 from collections.abc import Iterator, Sequence
 from typing import Optional, Union
 
+import grpc
+import numpy as np
+import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_orchestra.runtime import _tff_internal
@@ -134,6 +138,34 @@ class _SplitAcrossWorkers(tff.framework.SyncContext):
     return tff.types.type_to_py_container(result, result_type)
 
 
+def _failed_assertion(error: grpc.RpcError) -> Optional[str]:
+  """The message of a TensorFlow assertion that failed on a worker, or None for any other gRPC error."""
+  details = error.details() if isinstance(error, grpc.Call) else None
+  if not details or 'assertion failed: [' not in details:
+    return None
+  first_line = details.split('assertion failed: ', 1)[1].splitlines()[0]
+  message, *data = re.findall(r'\[([^\[\]]*)\]', first_line) or [first_line]
+  return f'{message} ({" ".join(data)})' if data else message
+
+
+class _SyncContext(tff.framework.SyncExecutionContext):
+  """TFF's sync context; a TensorFlow assertion that fails on the worker is raised as TensorFlow raises it.
+
+  TFF reports it as a gRPC `INTERNAL` error, its message inside a page of
+  traceback; here it is `tf.errors.InvalidArgumentError` with the assertion's
+  message and data, as in eager TensorFlow.
+  """
+
+  def invoke(self, comp, arg):
+    try:
+      return super().invoke(comp, arg)
+    except grpc.RpcError as error:
+      message = _failed_assertion(error)
+      if message is None:
+        raise
+    raise tf.errors.InvalidArgumentError(None, None, message)
+
+
 def _context_kwargs(service: workers_lib.WorkerService, secure_intrinsics: bool, default_num_clients: int) -> dict:
   return dict(
       executor_fn=_executor_factory(service, default_num_clients),
@@ -153,13 +185,13 @@ def _create_context(
   for service in services:
     service.stub()  # A local worker starts now, from the caller's thread (PDEATHSIG is per thread).
   if len(services) == 1:
-    context = tff.framework.SyncExecutionContext(
+    context = _SyncContext(
         **_context_kwargs(services[0], secure_intrinsics, default_num_clients)
     )
   else:
     context = _SplitAcrossWorkers(
         [
-            tff.framework.SyncExecutionContext(
+            _SyncContext(
                 **_context_kwargs(service, secure_intrinsics, default_num_clients)
             )
             for service in services
@@ -174,28 +206,59 @@ def _create_context(
 _runs_secure_sums: 'weakref.WeakKeyDictionary[object, bool]' = weakref.WeakKeyDictionary()
 
 
+class ContextCannotRunSecureSumsError(RuntimeError):
+  """The current TFF execution context would fail on a secure sum (TFF's default context does)."""
+
+
+@functools.cache
+def _a_secure_sum() -> tff.Computation:
+  @tff.federated_computation(tff.FederatedType(np.int32, tff.CLIENTS))
+  def secure_sum(value):
+    return tff.federated_secure_sum_bitwidth(value, 8)
+
+  return secure_sum
+
+
+def runs_secure_sums(context: object) -> Optional[bool]:
+  """Whether `context` runs `tff.federated_secure_sum*`; None when that cannot be told without executing.
+
+  Ours say so when made. For any other `tff.framework.SyncExecutionContext`,
+  a two-line secure sum is compiled (not executed) with the context's own
+  compiler: a context whose compiler keeps the secure intrinsic (TFF's
+  default one) hands it to TFF's C++ executor, which does not implement it;
+  one whose compiler replaces it (TFF's test context, ours) runs it.
+  """
+  if context in _runs_secure_sums:
+    return _runs_secure_sums[context]
+  compiler = _tff_internal.compiler_of(context)
+  if compiler is None:
+    return None
+  try:
+    tff.test.assert_contains_secure_aggregation(compiler.compile(_a_secure_sum()))
+  except AssertionError:
+    return True
+  return False
+
+
 def check_context(factory_name: str, *, secure_sums: bool) -> None:
-  """Called by our factories' `create()`: makes the program's end clean, and warns of a context that may not run them.
+  """Called by our factories' `create()`: makes the program's end clean, and refuses a context that cannot run them.
 
   Registers the exit hook (TFF's import-time context otherwise leaves its
   worker running and prints a destructor error at exit). With `secure_sums`,
-  one warning when the current execution context is not one this module made
-  with secure intrinsics: TFF's default context cannot run secure sums, and
-  would fail only at `next`, with a gRPC "Cannot embed a federated value".
-  Nothing is executed to find out.
+  raises `ContextCannotRunSecureSumsError` when the current execution context
+  is known not to run secure sums (`runs_secure_sums`), instead of the gRPC
+  "Cannot embed a federated value" that `next()` would end in. Nothing is
+  executed to find out.
   """
   workers_lib.register_exit_hook()
   context = tff.framework.get_context_stack().current
-  if not secure_sums or not isinstance(context, tff.framework.SyncContext) or _runs_secure_sums.get(context):
-    return  # tracing inside a computation, no context at all, or ours
-  warnings.warn(
-      f'{factory_name}: the current TFF execution context was not set by tff_orchestra.runtime; if it is '
-      "TFF's default one, secure sums fail at next() (\"Cannot embed a federated value\"): call "
-      'tff_orchestra.runtime.set_simulation_context() first (a context that runs '
-      'tff.federated_secure_sum_bitwidth, such as TFF\'s test context, is fine)',
-      UserWarning,
-      stacklevel=3,
-  )
+  if secure_sums and runs_secure_sums(context) is False:
+    raise ContextCannotRunSecureSumsError(
+        f"{factory_name}: the current TFF execution context cannot run secure sums (TFF's default context "
+        'hands tff.federated_secure_sum_bitwidth to its C++ executor, which does not implement it); call '
+        'tff_orchestra.runtime.set_simulation_context() before create(), or use '
+        'tff.backends.test.set_sync_test_cpp_execution_context()'
+    )
 
 
 def _services(
