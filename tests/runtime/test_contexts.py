@@ -1,5 +1,6 @@
 """Remote TFF workers: clients split across two loopback worker_binaries, and workers that stop answering."""
 
+import pathlib
 import subprocess
 import sys
 import warnings
@@ -171,6 +172,14 @@ def test_a_remote_worker_that_dies_is_named_instead_of_retried_forever():
       worker.stop()
 
 
+def _is_running_worker_binary(pid):
+  try:
+    state = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
+    return state != 'Z' and pathlib.Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')[0].endswith(b'worker_binary')
+  except OSError:
+    return False
+
+
 WITHOUT_OUR_CONTEXT = '''
 import numpy as np
 import tensorflow_federated as tff
@@ -181,13 +190,17 @@ try:
   agg.SecureFixedPointSum(1.0).create(tff.TensorType(np.float32))
 except runtime.ContextCannotRunSecureSumsError as error:
   print('REFUSED:', error)
-tff.backends.test.set_sync_test_cpp_execution_context()
+test_context = tff.backends.test.create_sync_test_cpp_execution_context()  # a global: never collected
+tff.framework.set_default_context(test_context)
 process = agg.SecureFixedPointSum(1.0).create(tff.TensorType(np.float32))
 print('TEST CONTEXT:', process.next(process.initialize(), [0.5, 0.25]).result)
+from tff_orchestra.runtime import workers
+print('TFF WORKERS:', *workers._tffs_worker_children())
 '''
 
 
-def test_tffs_default_context_is_refused_at_create_tffs_test_context_runs_and_exit_is_quiet():
+def test_tffs_default_context_is_refused_at_create_tffs_test_context_runs_and_its_worker_stops_at_exit():
+  # The pipes close only when TFF's worker (which inherits them) has stopped too.
   done = subprocess.run([sys.executable, '-c', WITHOUT_OUR_CONTEXT], capture_output=True, text=True, timeout=120)
   assert done.returncode == 0, done.stderr[-2000:]
   [refused] = [line for line in done.stdout.splitlines() if line.startswith('REFUSED:')]
@@ -195,6 +208,9 @@ def test_tffs_default_context_is_refused_at_create_tffs_test_context_runs_and_ex
   assert 'runtime.set_simulation_context() before create()' in refused
   [ran] = [line for line in done.stdout.splitlines() if line.startswith('TEST CONTEXT:')]
   assert float(ran.split()[-1]) == pytest.approx(0.75, abs=1e-3)
+  [started] = [line.split()[2:] for line in done.stdout.splitlines() if line.startswith('TFF WORKERS:')]
+  assert len(started) == 1, 'TFF started its worker as a child of the script'
+  assert not _is_running_worker_binary(int(started[0])), "TFF's worker outlived the script"
   assert 'Exception ignored' not in done.stderr and 'Traceback' not in done.stderr, done.stderr[-2000:]
 
 

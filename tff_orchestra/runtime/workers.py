@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -229,11 +230,46 @@ def shutdown() -> None:
     worker.stop()
 
 
+# How TFF's own local executor factory starts its worker (`executor_factory.local_cpp_executor_factory`).
+_TFFS_WORKER_PATH = os.path.join('executor_stacks', '..', '..', '..', '..', 'data', 'worker_binary')
+
+
+def _tffs_worker_children() -> list[int]:
+  """PIDs of running worker_binaries that TFF's own contexts started as children of this process (Linux)."""
+  children = []
+  for entry in os.listdir('/proc') if os.path.isdir('/proc') else []:
+    if not entry.isdigit():
+      continue
+    try:
+      with open(f'/proc/{entry}/stat') as file:
+        fields = file.read().rsplit(')', 1)[1].split()
+      with open(f'/proc/{entry}/cmdline', 'rb') as file:
+        executable = file.read().split(b'\0', 1)[0].decode(errors='replace')
+    except OSError:
+      continue
+    if fields[0] != 'Z' and int(fields[1]) == os.getpid() and executable.endswith(_TFFS_WORKER_PATH):
+      children.append(int(entry))
+  return children
+
+
 def _at_exit() -> None:
-  """Stops our workers; drops TFF's import-time default context while Python
-  is still whole (its destructor fails noisily during interpreter teardown)."""
+  """Stops our workers, and the workers of TFF's own contexts, while Python is still whole.
+
+  TFF's contexts (the import-time default one, the test context) stop their
+  worker in a destructor that sends SIGINT and waits without a timeout: it
+  fails noisily during interpreter teardown, never runs when the context is
+  still referenced, and waits forever if the worker does not exit (a full
+  test run saw the worker outlive the program, holding its stdout open). So
+  TFF's workers are killed first (left as zombies, which the destructor's
+  wait reaps at once), then the default context is dropped and reference
+  cycles collected, so that the destructors run now, quietly.
+  """
   shutdown()
+  for pid in _tffs_worker_children():
+    with contextlib.suppress(OSError):
+      os.kill(pid, signal.SIGKILL)
   tff.framework.set_default_context(_tff_internal.RuntimeErrorContext())
+  gc.collect()
 
 
 def register_exit_hook() -> None:
