@@ -6,12 +6,13 @@ q = 0.2, 60 rounds) once without DP (the plain `MeanFactory`: no clipping,
 no noise) and once per noise multiplier z (default 0, 0.001, 0.01, 0.1 and 1;
 z = 0 clips without noise) with a `GaussianNoise` stage on the model update:
 fixed L2 clip `--clip` (default 2.0, about the median client update norm
-after the first ten rounds), central noise, `population` = clients so the
-accountant uses amplification by sampling, `output='mean'`. Same seed, split
+after the first ten rounds), central noise, accounted for the sampling the
+program does (10 of 50 clients without replacement), `output='mean'`. Same seed, split
 and hyperparameters otherwise, and uniform client weighting in every run
 (the DP guarantee needs weights that do not depend on client data). For each
-run: epsilon at `--delta` after the last round (as the run's `GaussianNoise`
-measurements report it, checked against `dp_accounting`), the few-label probe
+run: epsilon at `--delta` after the last round, amplified by sampling and
+against the server (as the run's `GaussianNoise` measurements report them,
+checked against `dp_accounting`), the few-label probe
 accuracy, NMI of k-means on the features (plus linear probe and kNN), the
 clipped fraction, and the run's wall time. Prints a table and writes JSON.
 
@@ -21,11 +22,13 @@ Any `tff-orchestra train` option applies to every run, except `--aggregator`:
 this benchmark builds the aggregator itself.
 
 What epsilon covers: the model update (every model variable: online and
-target networks, BatchNorm statistics) for adding or removing one client,
-assuming Poisson sampling with rate q (the program samples exactly
-`--clients-per-round` clients without replacement, the usual approximation),
-counting Orchestra's training-free round 0, which goes through the aggregator
-too. Orchestra's local centroids reach the server outside the aggregator, in
+target networks, BatchNorm statistics) for replacing one client's data by
+another's, with `--clients-per-round` of the clients drawn without
+replacement each round, as the program draws them
+(`SampledWithoutReplacementDpEvent`, sensitivity 2 x clip), counting
+Orchestra's training-free round 0, which goes through the aggregator too.
+`epsilon vs server` is the same without amplification: the server draws the
+clients and sees who took part. Orchestra's local centroids reach the server outside the aggregator, in
 the clear, so the training as a whole is not differentially private: epsilon
 bounds what the model-update channel leaks, nothing more.
 """
@@ -43,18 +46,17 @@ import time
 from report import write_report
 
 from tff_orchestra import settings, training
+from tff_orchestra.training.config import run_context
 
 METRICS = ('few_label_probe', 'nmi', 'linear_probe', 'knn', 'ari', 'centroid_nmi')
 PERCENT = ('few_label_probe', 'linear_probe', 'knn')
 BASELINES = ('random encoder', 'raw pixels')
 
 
-def gaussian_noise_spec(noise_multiplier: float, clip: float, population: int, delta: float) -> str:
-  """The `--aggregator` spec of one DP run (expected clients per round: `--clients-per-round`)."""
-  return (
-      f'gaussian_noise:noise_multiplier={noise_multiplier!r},clip={clip!r},population={population},'
-      f'target_delta={delta!r},output=mean'
-  )
+def gaussian_noise_spec(noise_multiplier: float, clip: float, delta: float) -> str:
+  """The `--aggregator` spec of one DP run (clients per round, population and sampling: the run's)."""
+  return f'gaussian_noise:noise_multiplier={noise_multiplier!r},clip={clip!r},target_delta={delta!r},output=mean'
+
 
 
 def dp_measurements(rows: list[dict]) -> dict:
@@ -65,10 +67,12 @@ def dp_measurements(rows: list[dict]) -> dict:
   prefix = keys[0][: -len('epsilon')]
   last = rows[-1]
   epsilon = float(last[prefix + 'epsilon'])
+  against_server = float(last[prefix + 'epsilon_against_server'])
   # Round 0 trains nothing: its update is zero and never clipped.
   training = [float(row[prefix + 'clipped_fraction']) for row in rows if row['round'] > 0] or [0.0]
   return {
       'epsilon': epsilon if math.isfinite(epsilon) else None,
+      'epsilon_against_server': against_server if math.isfinite(against_server) else None,
       'rounds_accounted': int(last[prefix + 'rounds']),
       'noise_stddev_of_sum': float(last[prefix + 'noise_stddev']),
       'clipped_fraction_last_round': float(last[prefix + 'clipped_fraction']),
@@ -123,28 +127,28 @@ def _cell(value, metric: str, width: int) -> str:
   return f'{value:>{width}.3f}'
 
 
-def _epsilon_cell(result: dict) -> str:
+def _epsilon_cell(result: dict, key: str = 'epsilon') -> str:
   if result['noise_multiplier'] is None or not result['noise_multiplier'] > 0:
     return 'inf (no DP)' if result['noise_multiplier'] is None else 'inf (z = 0)'
-  epsilon = result.get('epsilon')
+  epsilon = result.get(key)
   if epsilon is None:
     return '-'
   return f'{epsilon:.3g}'
 
 
-def format_table(results: list[dict], baselines: dict, q: float, delta: float) -> str:
+def format_table(results: list[dict], baselines: dict, sampling, delta: float) -> str:
   header = (
-      f"{'run':<14}{'z':>6}{'clip':>6}{'noise std/coord':>16}{'epsilon':>13}{'clipped':>9}"
+      f"{'run':<14}{'z':>6}{'clip':>6}{'noise std/coord':>16}{'epsilon':>13}{'vs server':>13}{'clipped':>9}"
       f"{'few-label %':>12}{'NMI':>7}{'linear %':>9}{'kNN %':>7}{'seconds':>9}"
   )
-  lines = [f'q = {q:g} (clients per round / clients), delta = {delta:g}', header, '-' * len(header)]
+  lines = [f'{sampling.describe()}, delta = {delta:g}', header, '-' * len(header)]
   for result in results:
     dp = result['noise_multiplier'] is not None
     lines.append(
         f"{result['run']:<14}"
         + (f"{result['noise_multiplier']:>6g}{result['clip']:>6g}" if dp else f'{"-":>6}{"-":>6}')
         + (f"{result['noise_stddev_per_coordinate_of_mean']:>16.3g}" if dp else f'{"0":>16}')
-        + f'{_epsilon_cell(result):>13}'
+        + f'{_epsilon_cell(result):>13}{_epsilon_cell(result, "epsilon_against_server"):>13}'
         + (f"{result['clipped_fraction_mean']:>9.2f}" if dp and 'clipped_fraction_mean' in result else f'{"-":>9}')
         + _cell(result['few_label_probe'], 'few_label_probe', 12)
         + _cell(result['nmi'], 'nmi', 7)
@@ -155,7 +159,7 @@ def format_table(results: list[dict], baselines: dict, q: float, delta: float) -
     )
   for method, row in baselines.items():
     lines.append(
-        f'{method:<14}' + f'{"":>6}{"":>6}{"":>16}{"":>13}{"":>9}'
+        f'{method:<14}' + f'{"":>6}{"":>6}{"":>16}{"":>13}{"":>13}{"":>9}'
         + _cell(row['few_label_probe'], 'few_label_probe', 12) + _cell(row['nmi'], 'nmi', 7)
         + _cell(row['linear_probe'], 'linear_probe', 9) + _cell(row['knn'], 'knn', 7)
     )
@@ -189,10 +193,11 @@ def main(argv=None) -> int:
     parser.error(str(error))
   from tff_orchestra.aggregators import privacy_accounting  # pylint: disable=import-outside-toplevel
 
-  clients, clients_per_round = config.data.num_clients, config.run.clients_per_round
-  q = clients_per_round / clients
+  sampling = privacy_accounting.Sampling(
+      run_context(config).client_sampling, config.data.num_clients, config.run.clients_per_round
+  )
   runs = [('no DP', None, ())] + [
-      (f'DP z={z:g}', z, (gaussian_noise_spec(z, args.clip, clients, args.delta),))
+      (f'DP z={z:g}', z, (gaussian_noise_spec(z, args.clip, args.delta),))
       for z in args.noise_multipliers
   ]
   results, baselines = [], {}
@@ -211,13 +216,12 @@ def main(argv=None) -> int:
         result.update(
             clip=args.clip,
             delta=args.delta,
-            sampling_rate_q=q,
             # The mean update's noise per coordinate: z * clip / clients per round.
-            noise_stddev_per_coordinate_of_mean=z * args.clip / clients_per_round,
+            noise_stddev_per_coordinate_of_mean=z * args.clip / sampling.clients_per_round,
         )
         if 'rounds_accounted' in result:
           # The in-graph accountant against dp_accounting, for the rounds the run recorded.
-          expected = privacy_accounting.epsilon_python(z, q, result['rounds_accounted'], args.delta)
+          expected = privacy_accounting.epsilon_python(z, sampling, result['rounds_accounted'], args.delta)
           result['epsilon_dp_accounting'] = expected if math.isfinite(expected) else None
           if math.isfinite(expected) and not math.isclose(result['epsilon'] or math.inf, expected, rel_tol=1e-6):
             print(f"{name}: warning: the run reports epsilon {result['epsilon']}, dp_accounting {expected}", file=sys.stderr)
@@ -232,18 +236,18 @@ def main(argv=None) -> int:
           flush=True,
       )
   total = time.perf_counter() - started
-  print(format_table(results, baselines, q, args.delta))
+  print(format_table(results, baselines, sampling, args.delta))
   print(f'total {total:.0f} s')
   write_report(
       args.json,
       {'train': settings.to_mapping(config.replace(output_dir='(one per run)')),
        **{k: v for k, v in vars(args).items() if k in ('noise_multipliers', 'clip', 'delta')}},
-      sampling_rate_q=q,
+      sampling=sampling.describe(),
       delta=args.delta,
       accounting=(
-          'RDP of the Poisson-sampled Gaussian mechanism (dp_accounting), q = clients_per_round / clients, '
-          'add/remove one client, every round including the training-free round 0; covers the model update only '
-          "(Orchestra's local centroids reach the server in the clear)"
+          f'RDP (dp_accounting) of the Gaussian mechanism, {sampling.describe()}, every round including the '
+          'training-free round 0; epsilon_against_server without amplification by sampling; covers the model '
+          "update only (Orchestra's local centroids reach the server in the clear)"
       ),
       total_seconds=total,
       results=results,

@@ -51,14 +51,16 @@ def test_privacy_utility_smoke(tmp_path):
       *TINY_ORCHESTRA, '--labels-per-class', '2', '--noise-multipliers', '1.0', '--clip', '1.0',
       json_path=tmp_path / 'privacy.json',
   )
-  assert report['sampling_rate_q'] == 0.5 and report['delta'] == 1e-5
+  assert report['sampling'] == '2 of 4 clients drawn without replacement, replace one client (sensitivity 2 x clip)'
+  assert report['delta'] == 1e-5
   assert set(report['baselines']) == {'random encoder', 'raw pixels'}
   no_dp, dp = report['results']
   assert no_dp['noise_multiplier'] is None and no_dp['epsilon'] is None and 'no DP' in no_dp['epsilon_note']
-  assert dp['noise_multiplier'] == 1.0 and dp['clip'] == 1.0 and dp['sampling_rate_q'] == 0.5
+  assert dp['noise_multiplier'] == 1.0 and dp['clip'] == 1.0
   assert dp['rounds_accounted'] == 2  # round 0 and one training round
   assert 0 < dp['epsilon'] < float('inf')
   assert dp['epsilon'] == pytest.approx(dp['epsilon_dp_accounting'], rel=1e-6)
+  assert dp['epsilon_against_server'] > dp['epsilon']
   for row in (no_dp, dp):
     assert row['error'] is None and 0 <= row['few_label_probe'] <= 1 and row['seconds'] > 0
   assert 'inf (no DP)' in stdout

@@ -17,6 +17,7 @@ from tff_orchestra import aggregators as agg
 from tff_orchestra.aggregators import privacy_accounting
 
 EXPECTED = 4
+POISSON = privacy_accounting.Sampling('poisson', 100, EXPECTED)
 CLIENTS_PER_ROUND = (4, 2, 3, 1)  # one full round, then dropouts
 VALUE = tff.TensorType(np.float32, [3])
 WEIGHT = tff.TensorType(np.float32)
@@ -75,7 +76,7 @@ def test_central_noise_is_accounted_by_rounds_not_participants():
   for clients in CLIENTS_PER_ROUND:
     output = process.next(state, _values(clients))
     state = output.state
-  expected = privacy_accounting.epsilon_python(1.0, EXPECTED / 100, len(CLIENTS_PER_ROUND), 1e-5)
+  expected = privacy_accounting.epsilon_python(1.0, POISSON, len(CLIENTS_PER_ROUND), 1e-5)
   assert output.measurements['epsilon'] == pytest.approx(expected, rel=1e-6)
   assert output.measurements['rounds'] == len(CLIENTS_PER_ROUND)
 
@@ -92,15 +93,15 @@ def test_distributed_noise_is_accounted_at_the_noise_each_round_really_had():
     assert output.measurements['noise_stddev'] == pytest.approx(np.sqrt(clients / EXPECTED))
   assert list(state['rounds_by_participants']) == [0, 1, 1, 1, 1]
   event = factory.dp_event(state)
-  assert event == privacy_accounting.distributed_training_event(1.0, EXPECTED / 100, [0, 1, 1, 1, 1])
+  assert event == privacy_accounting.distributed_training_event(1.0, POISSON, [0, 1, 1, 1, 1])
   by_hand = dp_accounting.ComposedDpEvent([
-      dp_accounting.SelfComposedDpEvent(privacy_accounting.round_event(np.sqrt(m / EXPECTED), EXPECTED / 100), 1)
+      dp_accounting.SelfComposedDpEvent(privacy_accounting.round_event(np.sqrt(m / EXPECTED), POISSON), 1)
       for m in (1, 2, 3, 4)
   ])
   expected = privacy_accounting.epsilon_of_event(by_hand, 1e-5)
   assert output.measurements['epsilon'] == pytest.approx(expected, rel=1e-6)
   assert factory.epsilon(state) == pytest.approx(expected, rel=1e-6)
-  full_noise = privacy_accounting.epsilon_python(1.0, EXPECTED / 100, len(CLIENTS_PER_ROUND), 1e-5)
+  full_noise = privacy_accounting.epsilon_python(1.0, POISSON, len(CLIENTS_PER_ROUND), 1e-5)
   assert expected > 1.5 * full_noise  # what the accountant used to report: too little
 
 

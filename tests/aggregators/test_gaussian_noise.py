@@ -7,7 +7,7 @@ import pytest
 import tensorflow_federated as tff
 
 from tests.aggregators.testing import BAD_VALUE_TYPE_IDS, BAD_VALUE_TYPES, MEASUREMENT, CountingSumFactory
-from tff_orchestra.aggregators import AdaptiveClip, GaussianNoise, SecureFixedPointSum
+from tff_orchestra.aggregators import AdaptiveClip, GaussianNoise, Sampling, SecureFixedPointSum
 
 SCALAR = tff.TensorType(np.float32)
 STRUCT = tff.to_type(((np.float32, (2,)), np.float64))
@@ -42,7 +42,7 @@ def test_type_signature(value_type):
   state = tff.FederatedType(_state_type(), tff.SERVER)
   measurements = collections.OrderedDict(
       dp=(), clip=np.float32, noise_stddev=np.float32, clipped_fraction=np.float32, non_finite_clients=np.int64,
-      epsilon=np.float64, rounds=np.int64, statistics=(),
+      epsilon=np.float64, epsilon_against_server=np.float64, rounds=np.int64, statistics=(),
   )
   expected = tff.FunctionType(
       parameter=collections.OrderedDict(state=state, value=tff.FederatedType(value_type, tff.CLIENTS)),
@@ -69,10 +69,10 @@ def test_clips_each_client_to_the_norm_without_noise(struct_process):
     assert output.measurements['rounds'] == round_num
 
 
-def test_epsilon_matches_dp_accounting_every_round(population_process):
+def test_epsilon_matches_dp_accounting_every_round_and_the_round_beyond_the_budget_is_withheld(population_process):
   factory, process = population_process
   state = process.initialize()
-  for rounds in range(1, 5):
+  for rounds in range(1, 3):
     output = process.next(state, [1.0, 0.5, 3.0])
     state = output.state
     event = dp_accounting.SelfComposedDpEvent(
@@ -82,10 +82,67 @@ def test_epsilon_matches_dp_accounting_every_round(population_process):
     accountant.compose(event)
     expected = accountant.get_epsilon(1e-5)
     assert output.measurements['epsilon'] == pytest.approx(expected, rel=1e-9)
-    assert output.measurements['budget_exhausted'] == (expected > 1.4)
+    assert not output.measurements['budget_exhausted'] and output.measurements['noise_stddev'] == 1.0
     assert factory.dp_event(state) == event
     assert factory.epsilon(state) == pytest.approx(expected, rel=1e-12)
-  assert output.measurements['budget_exhausted']  # epsilon passed 1.4 by round 4
+    server = factory.epsilon(state, against_server=True)
+    assert output.measurements['epsilon_against_server'] == pytest.approx(server, rel=1e-9)
+    assert server == pytest.approx(
+        _rdp_epsilon(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(1.0), rounds)), rel=1e-12
+    )
+  # A 3rd round would spend 1.438 > max_epsilon 1.4: it is not run, nothing is released or charged.
+  for _ in range(2):
+    output = process.next(state, [1.0, 0.5, 3.0])
+    state = output.state
+    assert output.measurements['budget_exhausted']
+    assert output.result == 0.0 and output.measurements['noise_stddev'] == 0.0
+    assert output.measurements['clipped_fraction'] == 0.0 and output.measurements['rounds'] == 2
+    assert output.measurements['epsilon'] == pytest.approx(factory.epsilon(state), rel=1e-9)
+    assert output.measurements['epsilon'] < 1.4
+
+
+def _rdp_epsilon(event, delta=1e-5, relation=dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE):
+  accountant = dp_accounting.rdp.RdpAccountant(neighboring_relation=relation)
+  accountant.compose(event)
+  return accountant.get_epsilon(delta)
+
+
+@pytest.mark.parametrize('placement', ['central', 'distributed'])
+def test_fixed_size_sampling_is_accounted_under_replace_one(placement):
+  factory = GaussianNoise(
+      1.0, 1.0, placement=placement, expected_clients_per_round=3, population=100, sampling='fixed_size',
+      output='sum',
+  )
+  assert factory.sampling == Sampling('fixed_size', 100, 3)
+  process = factory.create(SCALAR)
+  state = process.initialize()
+  for _ in range(2):
+    output = process.next(state, [1.0, 0.5, 3.0])
+    state = output.state
+  replace_one = dp_accounting.NeighboringRelation.REPLACE_ONE
+  wor = dp_accounting.SampledWithoutReplacementDpEvent(100, 3, dp_accounting.GaussianDpEvent(0.5))
+  assert output.measurements['epsilon'] == pytest.approx(
+      _rdp_epsilon(dp_accounting.SelfComposedDpEvent(wor, 2), relation=replace_one), rel=1e-9
+  )
+  assert output.measurements['epsilon_against_server'] == pytest.approx(
+      _rdp_epsilon(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(0.5), 2), relation=replace_one),
+      rel=1e-9,
+  )
+
+
+def test_a_withheld_distributed_round_sends_nothing_from_the_clients():
+  # max_epsilon below one round: nothing leaves a client, so the secure sums see zeros only.
+  factory = GaussianNoise(
+      1.0, 1.0, placement='distributed', expected_clients_per_round=2, max_epsilon=0.5, output='sum',
+      inner_factory=SecureFixedPointSum(4.0), statistics_sum_factory=SecureFixedPointSum(4.0),
+  )
+  process = factory.create(SCALAR)
+  output = process.next(process.initialize(), [3.0, 0.5])
+  assert output.measurements['budget_exhausted'] and output.measurements['epsilon'] == 0.0
+  # Zeros, summed as fixed-point with unbiased rounding: within a quantisation step per client of 0.
+  assert abs(output.result) <= 2 * output.measurements['dp']['secure_quantization_step']
+  assert output.measurements['dp']['secure_clipped_count'] == 0
+  assert list(output.state['rounds_by_participants']) == [1, 0, 0]  # charged as a round with no one: nothing
 
 
 def test_epsilon_without_sampling_is_plain_gaussian_composition():
@@ -182,6 +239,9 @@ def test_distributed_noise_with_secure_sums_has_no_unsecure_aggregation():
         ((1.0, 1.0), dict(population=100), ValueError, 'expected_clients_per_round'),
         ((1.0, 1.0), dict(expected_clients_per_round=10, population=5), ValueError, 'population'),
         ((1.0, 1.0), dict(target_delta=1.0), ValueError, 'target_delta'),
+        ((1.0, 1.0), dict(expected_clients_per_round=2, population=1000, target_delta=1e-3), ValueError,
+         r'target_delta \(0.001\) must be below 1/population \(0.001\)'),
+        ((1.0, 1.0), dict(expected_clients_per_round=2, population=10, sampling='uniform'), ValueError, 'sampling'),
         ((1.0, 1.0), dict(max_epsilon=0), ValueError, 'max_epsilon'),
         ((1.0, 1.0), dict(output='median'), ValueError, 'output'),
         ((1.0, AdaptiveClip()), {}, ValueError, 'expected_clients_per_round'),

@@ -1,36 +1,89 @@
+import dp_accounting
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from tff_orchestra.aggregators import privacy_accounting as pa
 
+SAMPLINGS = {
+    'none': pa.Sampling(),
+    'poisson 1%': pa.Sampling('poisson', 1000, 10),
+    'poisson 50%': pa.Sampling('poisson', 6, 3),
+    'fixed size 1%': pa.Sampling('fixed_size', 1000, 10),
+    'fixed size 50%': pa.Sampling('fixed_size', 6, 3),
+    'fixed size all': pa.Sampling('fixed_size', 3, 3),
+}
+
 
 @pytest.mark.parametrize('noise_multiplier', [0.3, 1.0, 5.0])
-@pytest.mark.parametrize('sampling_probability', [None, 0.01, 0.5])
-@pytest.mark.parametrize('rounds', [1, 10, 1000])
-@pytest.mark.parametrize('target_delta', [1e-3, 1e-7])
-def test_in_graph_epsilon_equals_dp_accounting(noise_multiplier, sampling_probability, rounds, target_delta):
-  rdp = pa.rdp_per_round(noise_multiplier, sampling_probability)
-  in_graph = pa.epsilon_in_graph(rdp, tf.constant(rounds, tf.int64), target_delta).numpy()
-  expected = pa.epsilon_python(noise_multiplier, sampling_probability, rounds, target_delta)
+@pytest.mark.parametrize('sampling', list(SAMPLINGS))
+@pytest.mark.parametrize('rounds', [1, 1000])
+@pytest.mark.parametrize('against_server', [False, True], ids=['amplified', 'against-server'])
+def test_in_graph_epsilon_equals_dp_accounting(noise_multiplier, sampling, rounds, against_server):
+  sampling = SAMPLINGS[sampling]
+  rdp = pa.rdp_per_round(noise_multiplier, sampling, against_server)
+  in_graph = pa.epsilon_in_graph(rdp, tf.constant(rounds, tf.int64), 1e-5).numpy()
+  expected = pa.epsilon_python(noise_multiplier, sampling, rounds, 1e-5, against_server=against_server)
   assert in_graph == pytest.approx(expected, rel=1e-9)
 
 
+def test_fixed_size_sampling_is_accounted_without_replacement_under_replace_one():
+  # Issue 15, finding 1: N=1000, 10 per round, z=1, 20 rounds, delta=1e-5. Poisson accounting (what was
+  # reported for a trainer that draws a fixed number) gives 1.07; the event the trainer runs gives 7.86.
+  poisson, fixed = pa.Sampling('poisson', 1000, 10), pa.Sampling('fixed_size', 1000, 10)
+  assert pa.epsilon_python(1.0, poisson, 20, 1e-5) == pytest.approx(1.0705, abs=1e-3)
+  assert pa.epsilon_python(1.0, fixed, 20, 1e-5) == pytest.approx(7.8638, abs=1e-3)
+  assert fixed.relation == dp_accounting.NeighboringRelation.REPLACE_ONE
+  assert pa.round_event(1.0, fixed) == dp_accounting.SampledWithoutReplacementDpEvent(
+      1000, 10, dp_accounting.GaussianDpEvent(0.5)  # replace-one: sensitivity 2 x clip
+  )
+  # Against the server, which sees who took part, there is no amplification: every round counts in full.
+  assert pa.epsilon_python(1.0, poisson, 20, 1e-5, against_server=True) == pytest.approx(30.1266, abs=1e-3)
+  assert pa.epsilon_python(1.0, fixed, 20, 1e-5, against_server=True) == pytest.approx(
+      pa.epsilon_of_event(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(0.5), 20), 1e-5), rel=1e-12
+  )
+
+
+def test_all_clients_every_round_is_a_plain_gaussian_under_add_remove():
+  everyone = pa.Sampling('fixed_size', 10, 10)
+  assert not everyone.amplifies and everyone.relation == dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+  assert pa.round_event(1.0, everyone) == dp_accounting.GaussianDpEvent(1.0)
+
+
+def test_pld_accountant_is_tighter_and_refuses_what_it_cannot_account():
+  poisson = pa.Sampling('poisson', 1000, 10)
+  assert pa.epsilon_python(1.0, poisson, 20, 1e-5, accountant='pld') == pytest.approx(0.455, abs=2e-3)
+  with pytest.raises(NotImplementedError, match="use accountant='rdp'"):
+    pa.epsilon_python(1.0, pa.Sampling('fixed_size', 1000, 10), 20, 1e-5, accountant='pld')
+  with pytest.raises(ValueError, match='accountant must be one of'):
+    pa.epsilon_python(1.0, poisson, 20, 1e-5, accountant='moments')
+
+
+@pytest.mark.parametrize(
+    'args, match',
+    [(('uniform', 10, 2), 'sampling must be one of'), (('poisson', 2, 10), 'population'), (('fixed_size', None, 2), 'population')],
+)
+def test_bad_sampling_is_refused(args, match):
+  with pytest.raises((TypeError, ValueError), match=match):
+    pa.Sampling(*args)
+
+
 def test_no_rounds_spend_nothing_and_no_noise_is_infinite():
-  rdp = pa.rdp_per_round(0.0, None)
+  rdp = pa.rdp_per_round(0.0, pa.Sampling())
   assert pa.epsilon_in_graph(rdp, tf.constant(0, tf.int64), 1e-5).numpy() == 0.0
   assert pa.epsilon_in_graph(rdp, tf.constant(1, tf.int64), 1e-5).numpy() == np.inf
 
 
 @pytest.mark.parametrize('noise_multiplier', [0.0, 0.7, 3.0])
-@pytest.mark.parametrize('sampling_probability', [None, 0.05])
+@pytest.mark.parametrize('sampling', ['none', 'poisson 1%', 'fixed size 1%'])
 @pytest.mark.parametrize('rounds_by_participants', [[0, 0, 0, 0], [5, 0, 0, 0], [0, 2, 0, 7], [1, 3, 10, 100]])
-def test_in_graph_epsilon_by_participants_equals_dp_accounting(noise_multiplier, sampling_probability, rounds_by_participants):
-  table = pa.rdp_by_participants(noise_multiplier, sampling_probability, expected_clients=3)
+def test_in_graph_epsilon_by_participants_equals_dp_accounting(noise_multiplier, sampling, rounds_by_participants):
+  sampling = SAMPLINGS[sampling]
+  table = pa.rdp_by_participants(noise_multiplier, sampling, expected_clients=3)
   assert table.shape == (4, len(pa.RDP_ORDERS)) and not table[0].any()
   in_graph = pa.epsilon_by_participants_in_graph(table, tf.constant(rounds_by_participants, tf.int64), 1e-5).numpy()
-  event = pa.distributed_training_event(noise_multiplier, sampling_probability, rounds_by_participants)
-  expected = pa.epsilon_of_event(event, 1e-5)
+  event = pa.distributed_training_event(noise_multiplier, sampling, rounds_by_participants)
+  expected = pa.epsilon_of_event(event, 1e-5, sampling.relation)
   assert in_graph == pytest.approx(expected, rel=1e-9) or in_graph == expected == np.inf
 
 

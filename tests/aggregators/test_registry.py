@@ -8,7 +8,7 @@ from tests.aggregators.testing import CountingSumFactory
 from tff_orchestra import aggregators as agg
 from tff_orchestra.aggregators import registry
 
-CONTEXT = registry.RunContext(clients_per_round=3, seed=7)
+CONTEXT = registry.RunContext(clients_per_round=3, num_clients=10, seed=7)
 VALUE = tff.TensorType(np.float32, [2])
 VALUES = [np.array([1.0, 2.0], np.float32), np.array([2.0, 3.0], np.float32), np.array([3.0, 4.0], np.float32)]
 
@@ -30,11 +30,25 @@ def test_parse_spec():
 
 def test_run_defaults_and_named_values_complete_a_spec():
   noise = registry.build_stage('gaussian_noise:noise_multiplier=0.1,clip=adaptive', CONTEXT)
-  assert repr(noise) == 'GaussianNoise(noise_multiplier=0.1, clip=AdaptiveClip(initial_clip=0.1, target_quantile=0.5, learning_rate=0.2, clipped_count_stddev=None), expected_clients_per_round=3)'
+  assert repr(noise) == "GaussianNoise(noise_multiplier=0.1, clip=AdaptiveClip(initial_clip=0.1, target_quantile=0.5, learning_rate=0.2, clipped_count_stddev=None), expected_clients_per_round=3, population=10, sampling='fixed_size')"
   assert registry.build_stage('cluster_quality', CONTEXT).replace().__repr__() == 'ClusterQualityWeighting(seed=7)'
   secure = registry.build_stage('secure_sum:bound=adaptive', CONTEXT)
   assert secure.max_clients == 3
   assert registry.build_stage('secure_sum:max_clients=9', CONTEXT).max_clients == 9  # given keys win
+
+
+def test_a_noise_stage_accounts_the_sampling_the_run_does():
+  # The trainer draws clients_per_round of num_clients without replacement (training/sampling.py).
+  noise = registry.build_stage('gaussian_noise:noise_multiplier=1.0,clip=1.0', CONTEXT)
+  assert noise.sampling == agg.Sampling('fixed_size', 10, 3)
+  for spec, assumed in (
+      ('gaussian_noise:noise_multiplier=1.0,clip=1.0,sampling=poisson', 'Poisson sampling, q = 3/10'),
+      ('gaussian_noise:noise_multiplier=1.0,clip=1.0,population=1000', '3 of 1000 clients drawn without replacement'),
+  ):
+    with pytest.raises(ValueError, match=f'its accounting assumes {assumed}.*but the run draws 3 of 10 clients'):
+      registry.build_stage(spec, CONTEXT)
+  no_amplification = registry.build_stage('gaussian_noise:noise_multiplier=1.0,clip=1.0,population=None', CONTEXT)
+  assert no_amplification.sampling == agg.Sampling()  # conservative: allowed
 
 
 CLI_AND_PYTHON = [

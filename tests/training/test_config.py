@@ -166,3 +166,15 @@ def test_privacy_notes_name_a_guarantee_that_says_little():
   [clip_only] = config_lib.privacy_notes(_config(aggregators=('gaussian_noise:noise_multiplier=0.0,clip=1.0',)))
   assert 'no privacy guarantee (epsilon = inf)' in clip_only
   assert config_lib.privacy_notes(_config(aggregators=('gaussian_noise:noise_multiplier=50.0,clip=1.0',))) == []
+
+
+def test_rounds_within_budget_is_what_the_dp_stage_would_release():
+  # Default run: 10 of 10 clients (everyone, every round: add/remove), 20 rounds + round 0.
+  assert config_lib.rounds_within_budget(_config()) == (None, None)
+  spec = 'gaussian_noise:noise_multiplier=2.0,clip=1.0,max_epsilon=5.0'
+  allowed, stage = config_lib.rounds_within_budget(_config(aggregators=(spec,)))
+  noise = agg.GaussianNoise(2.0, 1.0, expected_clients_per_round=10, population=10, sampling='fixed_size')
+  spent = [agg.privacy_accounting.epsilon_python(2.0, noise.sampling, n, 1e-5) for n in (allowed, allowed + 1)]
+  assert stage == spec and spent[0] <= 5.0 < spent[1] and allowed < 21
+  with pytest.raises(settings.ConfigError, match=r'max_epsilon 0.1 is below the epsilon of one round \(2.17\): no round can run'):
+    config_lib.rounds_within_budget(_config(aggregators=('gaussian_noise:noise_multiplier=2.0,clip=1.0,max_epsilon=0.1',)))

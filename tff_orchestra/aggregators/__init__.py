@@ -3,7 +3,8 @@
 * `ClusterQualityWeighting` (weighted): scales client weights by how well
   their update fits a well-populated cluster of the round's updates.
 * `GaussianNoise` (unweighted): clipping, Gaussian DP noise (central or
-  distributed), and epsilon accounting in the measurements.
+  distributed), and epsilon accounting in the measurements, for the
+  clients' `Sampling` (`privacy_accounting.py`).
 * `SecureFixedPointSum` (unweighted): floats summed with TFF's secure
   intrinsics as fixed-point integers with unbiased rounding.
 * `chain(...)`: nests them (and TFF's own, and any `ComposableStage`) in
@@ -22,6 +23,7 @@ from tff_orchestra.aggregators.composition import as_model_aggregator
 from tff_orchestra.aggregators.composition import output_of
 from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip
 from tff_orchestra.aggregators.gaussian_noise import GaussianNoise
+from tff_orchestra.aggregators.privacy_accounting import Sampling
 from tff_orchestra.aggregators.registry import register_aggregator
 from tff_orchestra.aggregators.registry import registered_aggregators
 from tff_orchestra.aggregators.secure_fixed_point import SecureFixedPointSum
@@ -33,6 +35,7 @@ __all__ = [
     'ComposableFactory',
     'ComposableStage',
     'GaussianNoise',
+    'Sampling',
     'SecureFixedPointSum',
     'as_model_aggregator',
     'chain',

@@ -15,18 +15,28 @@ inner factory, and Gaussian noise of std `noise_multiplier * clip` is added:
   it, and the accountant charges each round at the noise it really had (the
   state counts rounds by participants; see `dp_event`).
 
-The guarantee is (epsilon, target_delta)-DP with respect to adding or removing
-one client's whole contribution, under the sampling assumption: Poisson
-sampling with `q = expected_clients_per_round / population` when `population`
-is given, no amplification by sampling otherwise. It holds for the value this
-factory sees. Inside a weighted `MeanFactory` that value is `weight * update`,
+The guarantee is (epsilon, target_delta)-DP for the value this factory sees,
+with the neighbouring relation and sampling of `sampling` (see
+`privacy_accounting.py`): with `population`, Poisson sampling of
+`q = expected_clients_per_round / population` (add/remove one client), or
+`sampling='fixed_size'`, that many clients drawn without replacement, as
+`tff-orchestra train` draws them (replace one client); without `population`, no
+amplification. The caller must sample as stated: the factory cannot see it.
+`epsilon_against_server` is the guarantee against the server, which draws the
+clients and sees who took part: no amplification, every round assumed to
+include the client, under the same relation. Inside a weighted `MeanFactory` that value is `weight * update`,
 clipped after weighting, so its sensitivity stays `clip` whatever the weights;
 but MeanFactory releases the *sum of weights* without noise, which is covered
 by the guarantee only if the weights do not depend on client data (uniform
 weighting). `chain` warns when it builds such a combination.
 
 After every round the measurements report `epsilon` for `target_delta`, equal
-to what `dp_accounting`'s RDP accountant gives for `factory.dp_event(state)`.
+to what `dp_accounting`'s RDP accountant gives for `factory.dp_event(state)`
+under `factory.sampling.relation`. With `max_epsilon`, a round whose release
+would take `epsilon` above it is not run: the server tells the clients so
+before they send anything, the result is zeros, nothing is charged, and
+`budget_exhausted` is True (distributed noise: checked at the expected number
+of participants; fewer participants than expected spend more).
 
 Its result is the noisy sum over `expected_clients_per_round`, a mean, as TFF's
 `DifferentiallyPrivateFactory.gaussian_fixed` yields (`output='mean'`, the
@@ -100,13 +110,15 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
   and `statistics_agg` (state of the factory summing the clipping statistics).
 
   Measurements (`OrderedDict`): `dp` (the inner factory's measurements),
-  `clip`, `noise_stddev` (std of the noise the released sum carries),
+  `clip`, `noise_stddev` (std of the noise the released sum carries; 0 in a
+  round withheld by the budget),
   `clipped_fraction` (clients whose norm exceeded the clip; exact, so outside
   the DP guarantee unless `statistics_sum_factory` is itself private),
   `non_finite_clients` (clients whose value had a NaN or infinite coordinate,
   summed as zeros, `non_finite.py`; counted as the clipped fraction is),
-  `epsilon`, `rounds`, `statistics` and, with `max_epsilon`,
-  `budget_exhausted`.
+  `epsilon` (amplified by the stated sampling), `epsilon_against_server`,
+  `rounds` (rounds released and charged), `statistics` and, with
+  `max_epsilon`, `budget_exhausted` (this round was withheld).
   """
 
   inner_kind = composition.UNWEIGHTED
@@ -121,6 +133,7 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
       placement: str = 'central',
       expected_clients_per_round: Optional[int] = None,
       population: Optional[int] = None,
+      sampling: str = privacy_accounting.POISSON,
       target_delta: float = 1e-5,
       max_epsilon: Optional[float] = None,
       output: str = composition.MEAN,
@@ -136,10 +149,16 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
       placement: `'central'` or `'distributed'` (see the module docstring).
       expected_clients_per_round: Clients per round. Required for
         `output='mean'`, distributed noise, adaptive clipping and `population`.
-      population: Number of clients sampled from; enables the Poisson sampling
-        assumption in the accounting, with `q = expected / population`.
-      target_delta: The delta of the reported epsilon, in (0, 1).
-      max_epsilon: If set, `budget_exhausted` is reported each round.
+      population: Number of clients sampled from; enables amplification by
+        sampling in the accounting.
+      sampling: How the caller draws `expected_clients_per_round` of
+        `population` each round: `'poisson'` (each client independently with
+        q = expected / population; add/remove one client) or `'fixed_size'`
+        (exactly that many, without replacement; replace one client).
+      target_delta: The delta of the reported epsilon, in (0, 1); below
+        1 / population when that is given.
+      max_epsilon: If set, a round that would take `epsilon` above it is
+        withheld (nothing released, nothing charged, `budget_exhausted`).
       output: `'mean'` (default: the noisy sum over
         `expected_clients_per_round`, as TFF's DP factory) or `'sum'` (the
         noisy sum, for use as a `value_sum_factory`).
@@ -178,6 +197,8 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     ):
       if needs and expected_clients_per_round is None:
         raise ValueError(f'{name} needs expected_clients_per_round')
+    if sampling not in (privacy_accounting.POISSON, privacy_accounting.FIXED_SIZE):
+      raise ValueError(f"sampling must be 'poisson' or 'fixed_size', got {sampling!r}")
     if population is not None:
       _checks.check_number(population, 'population', low=1, integer=True)
       if population < expected_clients_per_round:
@@ -186,6 +207,11 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
             f'expected_clients_per_round ({expected_clients_per_round})'
         )
     _checks.check_number(target_delta, 'target_delta', low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+    if population is not None and target_delta >= 1.0 / population:
+      raise ValueError(
+          f'target_delta ({target_delta:g}) must be below 1/population ({1.0 / population:g}): a mechanism that '
+          'publishes one client\'s data in the clear with probability delta would meet it'
+      )
     if max_epsilon is not None:
       _checks.check_number(max_epsilon, 'max_epsilon', low=0.0, low_inclusive=False)
     if inner_factory is not None:
@@ -197,7 +223,11 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     self._clip = clip
     self._distributed = placement == 'distributed'
     self._expected = expected_clients_per_round
-    self._population = population
+    self._sampling = (
+        privacy_accounting.Sampling(sampling, population, expected_clients_per_round)
+        if population is not None
+        else privacy_accounting.Sampling()
+    )
     self._target_delta = float(target_delta)
     self._max_epsilon = max_epsilon
     self._count_stddev, self._value_noise_multiplier = _split_noise(noise_multiplier, clip, expected_clients_per_round)
@@ -218,34 +248,46 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     return self._target_delta
 
   @property
+  def max_epsilon(self) -> Optional[float]:
+    return self._max_epsilon
+
+  @property
   def value_noise_multiplier(self) -> float:
     """Noise multiplier of the value sum (below the total when clipping adapts)."""
     return self._value_noise_multiplier
 
   @property
+  def sampling(self) -> privacy_accounting.Sampling:
+    """The sampling the accounting assumes, and so its neighbouring relation (`sampling.relation`)."""
+    return self._sampling
+
+  @property
   def sampling_probability(self) -> Optional[float]:
-    if self._population is None:
-      return None
-    return self._expected / self._population
+    return self._sampling.probability
 
-  def dp_event(self, state) -> dp_accounting.DpEvent:
-    """The `dp_accounting.DpEvent` of all rounds recorded in `state`.
+  def dp_event(self, state, *, against_server: bool = False) -> dp_accounting.DpEvent:
+    """The `dp_accounting.DpEvent` of all rounds charged in `state`.
 
-    Central noise: `rounds` Gaussian rounds at `noise_multiplier`. Distributed:
-    for each m, `rounds_by_participants[m]` rounds at `noise_multiplier *
-    sqrt(m / expected)`.
+    Central noise: `rounds` rounds at `noise_multiplier`. Distributed: for
+    each m, `rounds_by_participants[m]` rounds at `noise_multiplier *
+    sqrt(m / expected)`. Sampled as `sampling` says, or, `against_server`,
+    without amplification; account it under `sampling.relation`.
     """
     if self._distributed:
       return privacy_accounting.distributed_training_event(
-          self._noise_multiplier, self.sampling_probability, np.asarray(state['rounds_by_participants'])
+          self._noise_multiplier, self._sampling, np.asarray(state['rounds_by_participants']), against_server
       )
-    return privacy_accounting.training_event(
-        self._noise_multiplier, self.sampling_probability, int(state['rounds'])
-    )
+    return privacy_accounting.training_event(self._noise_multiplier, self._sampling, int(state['rounds']), against_server)
 
-  def epsilon(self, state) -> float:
-    """Epsilon at `target_delta` after the rounds in `state` (Python side, dp_accounting)."""
-    return privacy_accounting.epsilon_of_event(self.dp_event(state), self._target_delta)
+  def epsilon(self, state, *, against_server: bool = False, accountant: str = 'rdp') -> float:
+    """Epsilon at `target_delta` after the rounds in `state` (Python side, dp_accounting).
+
+    `accountant='pld'` uses dp_accounting's privacy-loss-distribution
+    accountant (tighter; it has no event for `sampling='fixed_size'`).
+    """
+    return privacy_accounting.epsilon_of_event(
+        self.dp_event(state, against_server=against_server), self._target_delta, self._sampling.relation, accountant
+    )
 
   def create(self, value_type: tff.Type) -> tff.templates.AggregationProcess:
     _checks.check_float_value_type(value_type, 'GaussianNoise')
@@ -257,10 +299,10 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     statistics_type = clip_and_noise.type_signature.result[1]
     statistics_process = self._statistics_sum_factory.create(statistics_type)
     finish = self._server_noise_and_next_clip(value_type, statistics_type)
-    account = self._accountant()
-    count_round = self._participant_counter(statistics_type) if self._distributed else None
+    fits_budget, charge, account = self._accountant(statistics_type)
     initial_clip = self._clip.initial_clip if isinstance(self._clip, AdaptiveClip) else float(self._clip)
-    expected = self._expected
+    accounting_key = 'rounds_by_participants' if self._distributed else 'rounds'
+    expected, budgeted = self._expected, self._max_epsilon is not None
 
     @tff.federated_computation()
     def init_fn():
@@ -268,33 +310,38 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
           clip=tff.federated_value(np.float32(initial_clip), tff.SERVER),
           rounds=tff.federated_value(np.int64(0), tff.SERVER),
       )
-      if count_round is not None:
+      if self._distributed:
         state['rounds_by_participants'] = tff.federated_value(np.zeros(expected + 1, np.int64), tff.SERVER)
       state['inner_agg'] = inner_process.initialize()
       state['statistics_agg'] = statistics_process.initialize()
       return tff.federated_zip(state)
 
-    increment = tff.tensorflow.computation(lambda r: r + 1, np.int64)
+    count_release = tff.tensorflow.computation(lambda rounds, release: rounds + tf.cast(release, tf.int64), np.int64, np.bool_)
+    withheld = tff.tensorflow.computation(lambda release: tf.logical_not(release), np.bool_)
 
     @tff.federated_computation(init_fn.type_signature.result, tff.FederatedType(value_type, tff.CLIENTS))
     def next_fn(state, value):
-      # 1. Clients clip (and, distributed, noise) their values; 2. the inner factory sums them.
-      clipped, statistics = tff.federated_map(clip_and_noise, (value, tff.federated_broadcast(state.clip)))
+      # 1. The server withholds a round that would exceed the budget, before clients send anything.
+      release = tff.federated_map(fits_budget, getattr(state, accounting_key))
+      # 2. Clients clip (and, distributed, noise) their values; 3. the inner factory sums them.
+      clipped, statistics = tff.federated_map(
+          clip_and_noise, (value, tff.federated_broadcast(state.clip), tff.federated_broadcast(release))
+      )
       inner_output = inner_process.next(state.inner_agg, clipped)
       statistics_output = statistics_process.next(state.statistics_agg, statistics)
-      # 3. The server adds central noise, averages if asked, and adapts the clip.
+      # 4. The server adds central noise, averages if asked, and adapts the clip.
       result, next_clip, noise_stddev, clipped_fraction, non_finite_clients = tff.federated_map(
-          finish, (inner_output.result, state.clip, statistics_output.result)
+          finish, (inner_output.result, state.clip, statistics_output.result, release)
       )
-      # 4. The accountant charges the round.
-      new_state = collections.OrderedDict(clip=next_clip, rounds=tff.federated_map(increment, state.rounds))
-      if count_round is not None:
+      # 5. The accountant charges the round, if released.
+      new_state = collections.OrderedDict(
+          clip=next_clip, rounds=tff.federated_map(count_release, (state.rounds, release))
+      )
+      if self._distributed:
         new_state['rounds_by_participants'] = tff.federated_map(
-            count_round, (state.rounds_by_participants, statistics_output.result)
+            charge, (state.rounds_by_participants, statistics_output.result)
         )
-        epsilon, exhausted = tff.federated_map(account, new_state['rounds_by_participants'])
-      else:
-        epsilon, exhausted = tff.federated_map(account, new_state['rounds'])
+      epsilon, epsilon_against_server = tff.federated_map(account, new_state[accounting_key])
       new_state['inner_agg'] = inner_output.state
       new_state['statistics_agg'] = statistics_output.state
       measurements = collections.OrderedDict(
@@ -304,11 +351,12 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
           clipped_fraction=clipped_fraction,
           non_finite_clients=non_finite_clients,
           epsilon=epsilon,
+          epsilon_against_server=epsilon_against_server,
           rounds=new_state['rounds'],
           statistics=statistics_output.measurements,
       )
-      if self._max_epsilon is not None:
-        measurements['budget_exhausted'] = exhausted
+      if budgeted:
+        measurements['budget_exhausted'] = tff.federated_map(withheld, release)
       return tff.templates.MeasuredProcessOutput(
           tff.federated_zip(new_state), result, tff.federated_zip(measurements)
       )
@@ -347,13 +395,16 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     value_nm, count_stddev = self._value_noise_multiplier, self._count_stddev
     distributed, adaptive, share = self._distributed, isinstance(self._clip, AdaptiveClip), self._noise_share()
 
-    @tff.tensorflow.computation(value_type, np.float32)
-    def clip_and_noise(value, clip):
+    @tff.tensorflow.computation(value_type, np.float32, np.bool_)
+    def clip_and_noise(value, clip, release):
       # An excluded client sends zeros (and, distributed, its noise share): below any clip.
+      # In a round withheld by the budget every client sends zeros: no value, no noise, no statistics.
       value, excluded = non_finite.exclude_non_finite(value)
+      value = tf.nest.map_structure(lambda x: tf.where(release, x, tf.zeros_like(x)), value)
+      sends = tf.cast(release, tf.float32)
       norm = tf.linalg.global_norm([tf.cast(x, tf.float32) for x in tf.nest.flatten(value)])
       scale = tf.where(norm > 0.0, tf.minimum(1.0, tf.math.divide_no_nan(clip, norm)), 1.0)
-      noise_std = value_nm * clip * share
+      noise_std = value_nm * clip * share * sends
 
       def clip_leaf(x):
         clipped = x * tf.cast(scale, x.dtype)
@@ -363,8 +414,8 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
 
       statistics = collections.OrderedDict(
           clipped=tf.cast(norm > clip, tf.float32),
-          participants=tf.constant(1.0),
-          non_finite=tf.cast(excluded, tf.float32),
+          participants=sends,
+          non_finite=tf.cast(excluded, tf.float32) * sends,
       )
       if adaptive:
         # Centred indicator as in tensorflow_privacy's quantile estimator; 0 for an
@@ -372,26 +423,30 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
         below = tf.where(excluded, 0.0, tf.cast(norm <= clip, tf.float32) - 0.5)
         if distributed:
           below += tf.random.normal([], stddev=count_stddev * share)
+        below *= sends
         statistics['below_clip'] = below
       return tf.nest.map_structure(clip_leaf, value), statistics
 
     return clip_and_noise
 
   def _server_noise_and_next_clip(self, value_type: tff.Type, statistics_type: tff.Type) -> tff.Computation:
-    """(sum, clip, statistics) -> (result, next clip, noise std, clipped fraction, non-finite clients)."""
+    """(sum, clip, statistics, released) -> (result, next clip, noise std, clipped fraction, non-finite clients).
+
+    A withheld round (not released) yields zeros and keeps the clip.
+    """
     value_nm, count_stddev, distributed = self._value_noise_multiplier, self._count_stddev, self._distributed
     expected = float(self._expected) if self._expected is not None else 1.0
     output_mean = self.output == composition.MEAN
     adaptive = self._clip if isinstance(self._clip, AdaptiveClip) else None
     value_specs = tff.types.type_to_tf_tensor_specs(value_type)
 
-    @tff.tensorflow.computation(value_type, np.float32, statistics_type)
-    def finish(summed, clip, statistics):
+    @tff.tensorflow.computation(value_type, np.float32, statistics_type, np.bool_)
+    def finish(summed, clip, statistics, release):
       participants = statistics['participants']
       if distributed:
         noise_std = value_nm * clip * tf.sqrt(participants / expected)
       else:
-        noise_std = tf.constant(value_nm, tf.float32) * clip
+        noise_std = tf.where(release, tf.constant(value_nm, tf.float32) * clip, 0.0)
         summed = tf.nest.map_structure(
             lambda x: x + tf.random.normal(tf.shape(x), stddev=tf.cast(noise_std, x.dtype), dtype=x.dtype),
             summed,
@@ -404,7 +459,8 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
         if not distributed:
           below += tf.random.normal([], stddev=count_stddev)
         fraction_below = below / expected + 0.5
-        next_clip = clip * tf.exp(-adaptive.learning_rate * (fraction_below - adaptive.target_quantile))
+        adapted = clip * tf.exp(-adaptive.learning_rate * (fraction_below - adaptive.target_quantile))
+        next_clip = tf.where(release, adapted, clip)
       else:
         next_clip = clip
       clipped_fraction = tf.math.divide_no_nan(statistics['clipped'], participants)
@@ -413,43 +469,51 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
 
     return finish
 
-  def _accountant(self) -> tff.Computation:
-    """Accounting state (rounds, or rounds by participants) -> (epsilon, budget exhausted).
+  def _accountant(self, statistics_type: tff.Type) -> tuple[tff.Computation, Optional[tff.Computation], tff.Computation]:
+    """(fits_budget, charge, account) on the accounting state (rounds, or rounds by participants).
 
-    The RDP of a round is asked of dp_accounting here, once; the conversion
-    to epsilon runs in the graph (`privacy_accounting`).
+    `fits_budget`: would one more round keep epsilon within `max_epsilon`
+    (distributed: with the expected participants)? `charge` (distributed
+    only): the counts with this round's participants added. `account`: the
+    state -> (epsilon, epsilon against the server). The RDP of a round is
+    asked of dp_accounting here, once; the conversion to epsilon runs in the
+    graph (`privacy_accounting`).
     """
-    target_delta, max_epsilon = self._target_delta, self._max_epsilon
+    target_delta, max_epsilon, z = self._target_delta, self._max_epsilon, self._noise_multiplier
+    sampling, views = self._sampling, (False, True)  # amplified, against the server
 
-    def with_budget(epsilon):
-      return epsilon, (tf.constant(False) if max_epsilon is None else epsilon > max_epsilon)
+    def within_budget(epsilon):
+      return tf.constant(True) if max_epsilon is None else epsilon <= max_epsilon
 
-    if self._distributed:
-      rdp_table = privacy_accounting.rdp_by_participants(
-          self._noise_multiplier, self.sampling_probability, self._expected
-      )
-      return tff.tensorflow.computation(
-          lambda by_participants: with_budget(
-              privacy_accounting.epsilon_by_participants_in_graph(rdp_table, by_participants, target_delta)
-          ),
-          tff.TensorType(np.int64, [self._expected + 1]),
-      )
-    rdp_one_round = privacy_accounting.rdp_per_round(self._noise_multiplier, self.sampling_probability)
-    return tff.tensorflow.computation(
-        lambda rounds: with_budget(privacy_accounting.epsilon_in_graph(rdp_one_round, rounds, target_delta)),
-        np.int64,
+    if not self._distributed:
+      rdp_rows = [privacy_accounting.rdp_per_round(z, sampling, view) for view in views]
+
+      def epsilons(rounds):
+        return tuple(privacy_accounting.epsilon_in_graph(rdp, rounds, target_delta) for rdp in rdp_rows)
+
+      fits_budget = tff.tensorflow.computation(lambda rounds: within_budget(epsilons(rounds + 1)[0]), np.int64)
+      return fits_budget, None, tff.tensorflow.computation(epsilons, np.int64)
+
+    expected = self._expected
+    counts_type = tff.TensorType(np.int64, [expected + 1])
+    tables = [privacy_accounting.rdp_by_participants(z, sampling, expected, view) for view in views]
+
+    def epsilons_by_participants(counts):
+      return tuple(privacy_accounting.epsilon_by_participants_in_graph(table, counts, target_delta) for table in tables)
+
+    fits_budget = tff.tensorflow.computation(
+        lambda counts: within_budget(
+            epsilons_by_participants(counts + tf.one_hot(expected, expected + 1, dtype=tf.int64))[0]
+        ),
+        counts_type,
     )
 
-  def _participant_counter(self, statistics_type: tff.Type) -> tff.Computation:
-    """(rounds by participants, statistics) -> the counts with this round's m added (m capped at expected)."""
-    expected = self._expected
-
-    @tff.tensorflow.computation(tff.TensorType(np.int64, [expected + 1]), statistics_type)
-    def count_round(rounds_by_participants, statistics):
+    @tff.tensorflow.computation(counts_type, statistics_type)
+    def charge(rounds_by_participants, statistics):
       m = tf.clip_by_value(tf.cast(tf.round(statistics['participants']), tf.int64), 0, expected)
       return rounds_by_participants + tf.one_hot(m, expected + 1, dtype=tf.int64)
 
-    return count_round
+    return fits_budget, charge, tff.tensorflow.computation(epsilons_by_participants, counts_type)
 
 
 def _split_noise(noise_multiplier: float, clip: ClipType, expected: Optional[int]) -> tuple[float, float]:

@@ -1,13 +1,37 @@
-"""RDP accounting of the sampled Gaussian mechanism, in Python and in-graph.
+"""Accounting of the sampled Gaussian mechanism, in Python and in-graph.
+
+What is accounted (`Sampling`): the neighbouring relation follows from how a
+round's clients are drawn.
+
+* `'poisson'`: each client of `population` takes part independently with
+  probability q = `clients_per_round / population`. Relation: adding or
+  removing one client; sensitivity `clip`. Event: `PoissonSampledDpEvent`.
+* `'fixed_size'`: exactly `clients_per_round` of `population`, drawn uniformly
+  without replacement (what `tff-orchestra train` does). Relation: replacing
+  one client's data by another's, the population size public; the sum of
+  clipped values then moves by up to `2 * clip`, so the event is
+  `SampledWithoutReplacementDpEvent` of a Gaussian with half the noise
+  multiplier (Wang, Balle and Kasiviswanathan 2019, as dp_accounting has it).
+  When that is every client of the population, there is no sampling: every
+  round includes every client, and adding one includes it too, so the
+  relation is add/remove and the event a plain Gaussian, as for `'none'`.
+* `'none'`: no amplification: every round is assumed to include the client.
+  Relation: add or remove one client.
+
+Against the server, which draws the clients and sees who took part, sampling
+does not amplify: `against_server=True` accounts every round as including
+the client, under the same relation (a plain Gaussian; half the noise
+multiplier under replace-one), so the two numbers compare.
 
 `dp_accounting` is Python; TFF runs aggregation on a C++ worker that cannot
 call Python. Every round of a Gaussian mechanism with fixed noise multiplier and
-sampling rate spends the same Renyi-DP vector, so we ask `dp_accounting` for
+sampling spends the same Renyi-DP vector, so we ask `dp_accounting` for
 that vector once, at `create()`, and convert `rounds * rdp` to epsilon inside
 the TensorFlow graph with the same formula `dp_accounting` uses
 (`rdp_privacy_accountant.compute_epsilon`: Proposition 12 of Canonne, Kamath
 and Steinke 2020). The result equals `RdpAccountant.get_epsilon` for the same
-`DpEvent`; tests check that.
+`DpEvent` and relation; tests check that. The PLD accountant (tighter) is
+available in Python (`epsilon_of_event(..., accountant='pld')`).
 
 Distributed noise is the exception: a round's noise depends on how many
 clients took part, so `GaussianNoise` keeps a count of rounds per number of
@@ -17,42 +41,106 @@ asked of `dp_accounting` once, at `create()`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Optional
 
 import dp_accounting
 import numpy as np
 import tensorflow as tf
+from dp_accounting.pld import pld_privacy_accountant
 from dp_accounting.rdp import rdp_privacy_accountant
+
+from tff_orchestra import _checks
 
 RDP_ORDERS = np.array(rdp_privacy_accountant.DEFAULT_RDP_ORDERS, dtype=np.float64)
 
+POISSON, FIXED_SIZE, NO_SAMPLING = 'poisson', 'fixed_size', 'none'
+SCHEMES = (POISSON, FIXED_SIZE, NO_SAMPLING)
+ACCOUNTANTS = ('rdp', 'pld')
+ADD_OR_REMOVE = dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE
+REPLACE_ONE = dp_accounting.NeighboringRelation.REPLACE_ONE
 
-def round_event(
-    noise_multiplier: float, sampling_probability: Optional[float]
-) -> dp_accounting.DpEvent:
-  """The `DpEvent` of one round: Gaussian, Poisson-sampled when q is given."""
-  gaussian = dp_accounting.GaussianDpEvent(noise_multiplier)
-  if sampling_probability is None:
-    return gaussian
-  return dp_accounting.PoissonSampledDpEvent(sampling_probability, gaussian)
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  """How a round's clients are drawn: it fixes the events and the neighbouring relation (module docstring)."""
+
+  scheme: str = NO_SAMPLING
+  population: Optional[int] = None
+  clients_per_round: Optional[int] = None
+
+  def __post_init__(self):
+    if self.scheme not in SCHEMES:
+      raise ValueError(f'sampling must be one of {SCHEMES}, got {self.scheme!r}')
+    if self.scheme == NO_SAMPLING:
+      return
+    _checks.check_number(self.population, 'population', low=1, integer=True)
+    _checks.check_number(self.clients_per_round, 'clients_per_round', low=1, integer=True)
+    if self.population < self.clients_per_round:
+      raise ValueError(
+          f'population ({self.population}) must be at least the clients per round ({self.clients_per_round})'
+      )
+
+  @property
+  def amplifies(self) -> bool:
+    """False when every round includes every client (no sampling, or all of the population)."""
+    return self.scheme != NO_SAMPLING and self.clients_per_round < self.population
+
+  @property
+  def relation(self) -> dp_accounting.NeighboringRelation:
+    return REPLACE_ONE if self.scheme == FIXED_SIZE and self.amplifies else ADD_OR_REMOVE
+
+  @property
+  def probability(self) -> Optional[float]:
+    """The chance that a given client takes part in a round (None without sampling)."""
+    return None if self.scheme == NO_SAMPLING else self.clients_per_round / self.population
+
+  def describe(self) -> str:
+    if self.scheme == FIXED_SIZE and not self.amplifies:
+      return f'all {self.population} clients in every round, add/remove one client'
+    if self.scheme == POISSON:
+      return f'Poisson sampling, q = {self.clients_per_round}/{self.population}, add/remove one client'
+    if self.scheme == FIXED_SIZE:
+      return (
+          f'{self.clients_per_round} of {self.population} clients drawn without replacement, '
+          'replace one client (sensitivity 2 x clip)'
+      )
+    return 'no amplification by sampling (every round assumed to include the client), add/remove one client'
+
+
+def round_event(noise_multiplier: float, sampling: Sampling, against_server: bool = False) -> dp_accounting.DpEvent:
+  """The `DpEvent` of one round of the Gaussian mechanism (noise std / clip = `noise_multiplier`).
+
+  Under replace-one the sum moves by up to 2 x clip: half the noise multiplier.
+  Without noise the round is `NonPrivateDpEvent` (epsilon infinite).
+  """
+  if not noise_multiplier > 0:
+    return dp_accounting.NonPrivateDpEvent()
+  if sampling.relation == REPLACE_ONE:
+    noise_multiplier /= 2.0
+  if against_server:
+    return dp_accounting.GaussianDpEvent(noise_multiplier)
+  if sampling.scheme == POISSON:
+    return dp_accounting.PoissonSampledDpEvent(sampling.probability, dp_accounting.GaussianDpEvent(noise_multiplier))
+  if sampling.scheme == FIXED_SIZE and sampling.amplifies:
+    return dp_accounting.SampledWithoutReplacementDpEvent(
+        sampling.population, sampling.clients_per_round, dp_accounting.GaussianDpEvent(noise_multiplier)
+    )
+  return dp_accounting.GaussianDpEvent(noise_multiplier)
 
 
 def training_event(
-    noise_multiplier: float, sampling_probability: Optional[float], rounds: int
+    noise_multiplier: float, sampling: Sampling, rounds: int, against_server: bool = False
 ) -> dp_accounting.DpEvent:
   """The `DpEvent` of `rounds` rounds of the same mechanism."""
-  return dp_accounting.SelfComposedDpEvent(
-      round_event(noise_multiplier, sampling_probability), int(rounds)
-  )
+  return dp_accounting.SelfComposedDpEvent(round_event(noise_multiplier, sampling, against_server), int(rounds))
 
 
-def rdp_per_round(
-    noise_multiplier: float, sampling_probability: Optional[float]
-) -> np.ndarray:
+def rdp_per_round(noise_multiplier: float, sampling: Sampling, against_server: bool = False) -> np.ndarray:
   """Renyi-DP of one round at `RDP_ORDERS`, as computed by dp_accounting."""
-  accountant = dp_accounting.rdp.RdpAccountant(list(RDP_ORDERS))
-  accountant.compose(round_event(noise_multiplier, sampling_probability))
+  accountant = dp_accounting.rdp.RdpAccountant(list(RDP_ORDERS), sampling.relation)
+  accountant.compose(round_event(noise_multiplier, sampling, against_server))
   return np.array(accountant._rdp, dtype=np.float64)  # pylint: disable=protected-access
 
 
@@ -67,7 +155,7 @@ def distributed_noise_multipliers(noise_multiplier: float, expected_clients: int
 
 
 def rdp_by_participants(
-    noise_multiplier: float, sampling_probability: Optional[float], expected_clients: int
+    noise_multiplier: float, sampling: Sampling, expected_clients: int, against_server: bool = False
 ) -> np.ndarray:
   """RDP of one distributed-noise round with m = 0..expected participants: [expected + 1, orders].
 
@@ -76,39 +164,57 @@ def rdp_by_participants(
   """
   multipliers = distributed_noise_multipliers(noise_multiplier, expected_clients)
   rows = [np.zeros_like(RDP_ORDERS)]
-  rows += [rdp_per_round(z, sampling_probability) for z in multipliers[1:]]
+  rows += [rdp_per_round(z, sampling, against_server) for z in multipliers[1:]]
   return np.stack(rows)
 
 
 def distributed_training_event(
-    noise_multiplier: float,
-    sampling_probability: Optional[float],
-    rounds_by_participants: Sequence[int],
+    noise_multiplier: float, sampling: Sampling, rounds_by_participants: Sequence[int], against_server: bool = False
 ) -> dp_accounting.DpEvent:
   """The `DpEvent` of distributed-noise rounds, `rounds_by_participants[m]` of them with m participants."""
   multipliers = distributed_noise_multipliers(noise_multiplier, len(rounds_by_participants) - 1)
   return dp_accounting.ComposedDpEvent([
-      dp_accounting.SelfComposedDpEvent(round_event(float(z), sampling_probability), int(count))
+      dp_accounting.SelfComposedDpEvent(round_event(float(z), sampling, against_server), int(count))
       for z, count in zip(multipliers[1:], rounds_by_participants[1:])
       if count > 0
   ])
 
 
-def epsilon_of_event(event: dp_accounting.DpEvent, target_delta: float) -> float:
-  """Epsilon of any `DpEvent` at `target_delta`, from dp_accounting's RDP accountant."""
-  accountant = dp_accounting.rdp.RdpAccountant(list(RDP_ORDERS))
-  accountant.compose(event)
-  return float(accountant.get_epsilon(target_delta))
+def epsilon_of_event(
+    event: dp_accounting.DpEvent,
+    target_delta: float,
+    relation: dp_accounting.NeighboringRelation = ADD_OR_REMOVE,
+    accountant: str = 'rdp',
+) -> float:
+  """Epsilon of a `DpEvent` at `target_delta` under `relation`, from dp_accounting's RDP or PLD accountant."""
+  if accountant == 'rdp':
+    composer = dp_accounting.rdp.RdpAccountant(list(RDP_ORDERS), relation)
+  elif accountant == 'pld':
+    composer = pld_privacy_accountant.PLDAccountant(relation)
+  else:
+    raise ValueError(f'accountant must be one of {ACCOUNTANTS}, got {accountant!r}')
+  if not composer.supports(event):
+    raise NotImplementedError(
+        f"dp_accounting's {accountant.upper()} accountant cannot account {type(event).__name__} events "
+        f'under {relation.name}' + (" (its PLD accountant has no sampling without replacement): use accountant='rdp'"
+                                    if accountant == 'pld' else '')
+    )
+  composer.compose(event)
+  return float(composer.get_epsilon(target_delta))
 
 
 def epsilon_python(
     noise_multiplier: float,
-    sampling_probability: Optional[float],
+    sampling: Sampling,
     rounds: int,
     target_delta: float,
+    accountant: str = 'rdp',
+    against_server: bool = False,
 ) -> float:
   """Epsilon after `rounds` rounds, straight from dp_accounting (reference)."""
-  return epsilon_of_event(training_event(noise_multiplier, sampling_probability, rounds), target_delta)
+  return epsilon_of_event(
+      training_event(noise_multiplier, sampling, rounds, against_server), target_delta, sampling.relation, accountant
+  )
 
 
 def epsilon_in_graph(

@@ -11,8 +11,7 @@ A user's factory is registered once and is then usable wherever ours are:
 A name maps to a builder: any callable that takes the spec's keys as keyword
 arguments and returns a TFF aggregation factory (a factory class will do). The
 spec's values are Python literals (`0.5`, `True`, `'x'`), else strings.
-`run_defaults` fills a key the spec leaves out from the run (`clients_per_round`,
-`seed`); `named_values` turns a word into an object (`clip=adaptive`). The
+`run_defaults` fills a key the spec leaves out from the run (`RunContext`); `named_values` turns a word into an object (`clip=adaptive`). The
 built-in names are registered the same way, below. The specs of a run are
 chained in order (`chain`), so the run's model aggregator yields the mean.
 """
@@ -32,6 +31,7 @@ import tensorflow_federated as tff
 from tff_orchestra.aggregators.chain import chain
 from tff_orchestra.aggregators.cluster_quality import ClusterQualityWeighting
 from tff_orchestra.aggregators.composition import Factory, is_factory
+from tff_orchestra.aggregators import privacy_accounting
 from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip, GaussianNoise
 from tff_orchestra.aggregators.secure_fixed_point import SecureFixedPointSum
 
@@ -40,10 +40,17 @@ _NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_.-]*\Z')
 
 @dataclasses.dataclass(frozen=True)
 class RunContext:
-  """What a builder may take from the run for a key its spec leaves out."""
+  """What a builder may take from the run for a key its spec leaves out.
+
+  `client_sampling` is how the run draws its clients: `tff-orchestra train`
+  draws `clients_per_round` of `num_clients` without replacement
+  (`training/sampling.py`), so a DP stage accounts `'fixed_size'` sampling.
+  """
 
   clients_per_round: int
+  num_clients: int
   seed: int
+  client_sampling: str = 'fixed_size'
 
 
 _RUN_FIELDS = tuple(field.name for field in dataclasses.fields(RunContext))
@@ -83,13 +90,27 @@ class RegisteredAggregator:
     factory = self.builder(**options)
     if not is_factory(factory):
       raise TypeError(f'the builder of {self.name!r} returned {type(factory).__name__}, not an aggregation factory')
-    limit = getattr(factory, 'max_clients', None)
-    if context is not None and isinstance(limit, int) and limit < context.clients_per_round:
-      raise ValueError(
-          f'{self.name}: max_clients={limit} is below the clients per round ({context.clients_per_round}): '
-          'every round would fail; raise max_clients or leave it out'
-      )
+    if context is not None:
+      _check_fits_the_run(self.name, factory, context)
     return factory
+
+
+def _check_fits_the_run(name: str, factory: Factory, context: RunContext) -> None:
+  """Refuses a stage that every round of the run would fail, or whose accounting assumes other sampling."""
+  limit = getattr(factory, 'max_clients', None)
+  if isinstance(limit, int) and limit < context.clients_per_round:
+    raise ValueError(
+        f'{name}: max_clients={limit} is below the clients per round ({context.clients_per_round}): '
+        'every round would fail; raise max_clients or leave it out'
+    )
+  sampling = getattr(factory, 'sampling', None)
+  if isinstance(sampling, privacy_accounting.Sampling) and sampling.scheme != privacy_accounting.NO_SAMPLING:
+    run = privacy_accounting.Sampling(context.client_sampling, context.num_clients, context.clients_per_round)
+    if sampling != run:
+      raise ValueError(
+          f'{name}: its accounting assumes {sampling.describe()}, but the run draws {run.describe()}; '
+          'leave population and sampling out (they default to the run\'s)'
+      )
 
 
 _REGISTRY: dict[str, RegisteredAggregator] = {}
@@ -109,7 +130,7 @@ def register_aggregator(
     name: Letters, digits, `_`, `.`, `-`; not a registered name unless `replace`.
     builder: Takes the spec's keys as keyword arguments, returns a factory.
     run_defaults: `{key: run field}` for keys a spec may leave out, with run
-      fields `clients_per_round` and `seed`.
+      fields those of `RunContext`.
     named_values: `{key: {word: make}}`: `key=word` in a spec passes `make()`.
     replace: Replace a registered builder of the same name.
 
@@ -189,7 +210,9 @@ register_aggregator('mean', tff.aggregators.MeanFactory)
 register_aggregator('cluster_quality', ClusterQualityWeighting, run_defaults={'seed': 'seed'})
 register_aggregator(
     'gaussian_noise', GaussianNoise,
-    run_defaults={'expected_clients_per_round': 'clients_per_round'},
+    run_defaults={
+        'expected_clients_per_round': 'clients_per_round', 'population': 'num_clients', 'sampling': 'client_sampling',
+    },
     named_values={'clip': {'adaptive': AdaptiveClip}},
 )
 register_aggregator(

@@ -251,11 +251,20 @@ def load_plugins(modules: Sequence[str]) -> None:
       raise ConfigError(f'plugin {module!r} cannot be imported: {type(error).__name__}: {error}') from error
 
 
+def run_context(config: TrainConfig):
+  """What the run's aggregator stages take from the run (`registry.RunContext`)."""
+  from tff_orchestra.aggregators import registry  # pylint: disable=import-outside-toplevel
+
+  return registry.RunContext(
+      clients_per_round=config.run.clients_per_round, num_clients=config.data.num_clients, seed=config.run.seed
+  )
+
+
 def build_aggregator(config: TrainConfig):
   """The run's model aggregator: its `--aggregator` specs, chained (none: `MeanFactory`)."""
   from tff_orchestra.aggregators import registry  # pylint: disable=import-outside-toplevel
 
-  context = registry.RunContext(clients_per_round=config.run.clients_per_round, seed=config.run.seed)
+  context = run_context(config)
   try:
     return registry.build_model_aggregator(config.aggregation.aggregators, context)
   except ValueError as error:
@@ -278,7 +287,7 @@ def privacy_notes(config: TrainConfig) -> list[str]:
   """One line for each `gaussian_noise` stage whose guarantee after the run's rounds says little."""
   from tff_orchestra.aggregators import GaussianNoise, privacy_accounting, registry  # pylint: disable=import-outside-toplevel
 
-  context = registry.RunContext(clients_per_round=config.run.clients_per_round, seed=config.run.seed)
+  context = run_context(config)
   rounds = config.run.rounds + 1  # round 0 goes through the aggregator too
   notes = []
   for spec in config.aggregation.aggregators:
@@ -288,9 +297,7 @@ def privacy_notes(config: TrainConfig) -> list[str]:
     if not stage.noise_multiplier > 0:
       notes.append(f'{spec}: noise_multiplier 0 clips without noise: no privacy guarantee (epsilon = inf)')
       continue
-    epsilon = privacy_accounting.epsilon_python(
-        stage.noise_multiplier, stage.sampling_probability, rounds, stage.target_delta
-    )
+    epsilon = privacy_accounting.epsilon_python(stage.noise_multiplier, stage.sampling, rounds, stage.target_delta)
     # Distributed noise is weaker when fewer clients than expected take part.
     at_least = 'at least ' if stage.placement == 'distributed' else ''
     if not epsilon <= MEANINGFUL_EPSILON:
@@ -299,6 +306,45 @@ def privacy_notes(config: TrainConfig) -> list[str]:
           f'above {MEANINGFUL_EPSILON:g}, where a guarantee says little: raise noise_multiplier or lower rounds'
       )
   return notes
+
+
+def rounds_within_budget(config: TrainConfig) -> tuple[Optional[int], Optional[str]]:
+  """How many rounds (round 0 included) the run's `gaussian_noise` stages with `max_epsilon` allow, and which stage stops it.
+
+  (None, None) when no stage has a budget. Every round of the run goes
+  through the aggregator, so after n rounds each stage has spent n rounds'
+  epsilon (`epsilon_python`, which the in-graph accountant equals); the stage
+  itself withholds a round beyond its budget too (`GaussianNoise`).
+
+  Raises:
+    ConfigError: A budget too small for even round 0.
+  """
+  from tff_orchestra.aggregators import GaussianNoise, privacy_accounting, registry  # pylint: disable=import-outside-toplevel
+
+  context = run_context(config)
+  allowed, stopper = None, None
+  for spec in config.aggregation.aggregators:
+    stage = registry.build_stage(spec, context)
+    budget = getattr(stage, 'max_epsilon', None) if isinstance(stage, GaussianNoise) else None
+    if budget is None:
+      continue
+
+    def spent(rounds, stage=stage):
+      return privacy_accounting.epsilon_python(stage.noise_multiplier, stage.sampling, rounds, stage.target_delta)
+
+    low, high = 0, config.run.rounds + 1  # spent(low) <= budget; find the most rounds within it
+    if spent(high) <= budget:
+      continue
+    while high - low > 1:
+      middle = (low + high) // 2
+      low, high = (middle, high) if spent(middle) <= budget else (low, middle)
+    if low == 0:
+      raise ConfigError(
+          f'{spec}: max_epsilon {budget:g} is below the epsilon of one round ({spent(1):.3g}): no round can run'
+      )
+    if allowed is None or low < allowed:
+      allowed, stopper = low, spec
+  return allowed, stopper
 
 
 def load_split(config: TrainConfig) -> data_lib.FederatedSplit:

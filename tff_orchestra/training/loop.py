@@ -132,6 +132,11 @@ def _client_datasets(config: TrainConfig, split: data_lib.FederatedSplit, round_
   ]
 
 
+def _budget_exhausted(row: dict[str, Any]) -> bool:
+  """Whether a DP stage withheld this round (its `budget_exhausted` measurement)."""
+  return any(value for key, value in row.items() if key.rsplit('/', 1)[-1] == 'budget_exhausted')
+
+
 class RunInterrupted(Exception):
   """Ctrl-C (SIGINT) during training: the run stopped after round `round_num`, which is checkpointed."""
 
@@ -181,9 +186,12 @@ def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
   `runtime.WorkerUnavailableError`; every round before it is checkpointed.
   Ctrl-C stops the run after the current round, checkpointed, with
   `RunInterrupted`. A run that fails before its first checkpoint leaves
-  nothing that blocks its retry.
+  nothing that blocks its retry. A `gaussian_noise` stage's `max_epsilon`
+  ends training after the last round it allows, with a note; the
+  evaluation follows.
   """
   config.check_registered()
+  rounds_allowed, budget_stage = config_lib.rounds_within_budget(config)
   split = config_lib.load_split(config)
   config_lib.check_split(config, split)
   start_round, rows = prepare_output_dir(config, resume)
@@ -214,6 +222,12 @@ def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
       start_round = restored_round + 1
       rows = [row for row in rows if row['round'] <= restored_round]
     final_round = config.run.rounds
+    if rounds_allowed is not None:
+      final_round = rounds_allowed - 1
+      tqdm.write(
+          f'note: {budget_stage}: the privacy budget allows rounds 0-{final_round}; training stops after '
+          f'round {final_round}, not {config.run.rounds} (the round after would take epsilon above max_epsilon)'
+      )
     bar = tqdm(total=final_round + 1, initial=start_round, desc='rounds', disable=not config.runtime.progress,
                unit='round')
     tensorboard = metrics_lib.TensorBoardWriter(out)
@@ -230,6 +244,9 @@ def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
           tensorboard.write(row)
           bar.set_postfix(metrics_lib.progress_postfix(row))
           bar.update(1)
+          if _budget_exhausted(row):
+            tqdm.write(f'note: round {round_num} was withheld by its privacy budget (max_epsilon): training stops here')
+            break
           if stop.requested and round_num < final_round:
             raise RunInterrupted(round_num)
     finally:
