@@ -1,6 +1,7 @@
 """Each benchmark script runs on its smallest setting, so none can rot."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -113,3 +114,39 @@ def test_checkpoint_formats_smoke(tmp_path):
   assert set(report['median_seconds']) == {'npz save', 'npz load', 'manager save', 'manager load'}
   assert report['manager_existing_version'].startswith('ProgramStateExistsError')
   assert 'manager over npz' in stdout
+
+
+def _privacy_audit_module():
+  sys.path.insert(0, 'benchmarks')
+  try:
+    import privacy_audit  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.remove('benchmarks')
+  return privacy_audit
+
+
+def test_privacy_audit_bound_is_the_one_run_test():
+  audit = _privacy_audit_module()
+  # Pure epsilon-DP: the p-value is the binomial tail at q = e^eps / (1 + e^eps).
+  assert audit.p_value(1000, 100, 60, 0.0, 0.0) == pytest.approx(0.0284, abs=1e-3)
+  assert audit.p_value(1000, 100, 100, 1.0, 0.0) == pytest.approx((1 / (1 + math.exp(-1.0))) ** 100, rel=1e-9)
+  # Half the guesses right rules nothing out; more right, more ruled out; delta weakens the bound.
+  assert audit.epsilon_lower_bound(1000, 200, 100, 1e-5) == 0.0
+  bounds = [audit.epsilon_lower_bound(1000, 200, v, 1e-5) for v in (130, 160, 190)]
+  assert 0.0 < bounds[0] < bounds[1] < bounds[2]
+  assert audit.epsilon_lower_bound(10**6, 200, 190, 1e-5) < bounds[2]
+  # At the bound, the mechanism is ruled out at 95% confidence, and just above it is not.
+  assert audit.p_value(1000, 200, 160, bounds[1], 1e-5) < 0.05 <= audit.p_value(1000, 200, 160, bounds[1] + 1e-3, 1e-5)
+
+
+@pytest.mark.slow
+def test_privacy_audit_smoke(tmp_path):
+  report, stdout = _run(
+      'privacy_audit.py', '--rounds', '2', '--slots', '50', '--guesses', '20', json_path=tmp_path / 'audit.json',
+  )
+  rows = {row['mechanism']: row for row in report['results']}
+  assert set(rows) == {'central', 'distributed', 'broken: noise halved', 'broken: noise off'}
+  assert all(row['canaries'] == 100 and row['guesses'] == 40 for row in rows.values())
+  assert rows['central']['reported_epsilon'] == pytest.approx(2.166, abs=1e-3)  # one round, z = 2
+  assert rows['broken: noise off']['correct'] == 40 and rows['broken: noise off']['noise_multiplier_run'] == 0.0
+  assert 'caught' in stdout
