@@ -75,8 +75,8 @@ def _start_cli_past_round_1(output_dir, *options):
 
 def test_a_run_writes_every_output(straight_run):
   output_dir, result = straight_run
-  for name in ('config.toml', 'metrics.json', 'metrics.csv', 'partition.txt', 'evaluation.json',
-               'evaluation.csv', 'losses.png', 'evaluation.png'):
+  for name in ('config.toml', 'metrics.json', 'metrics.csv', 'partition.txt', 'privacy_report.json',
+               'evaluation.json', 'evaluation.csv', 'losses.png', 'evaluation.png'):
     assert (output_dir / name).stat().st_size > 0, name
   assert sorted(os.listdir(output_dir / 'checkpoints')) == ['round_00002.npz', 'round_00003.npz']
   rows = json.loads((output_dir / 'metrics.json').read_text())
@@ -189,7 +189,16 @@ def test_a_privacy_budget_ends_training_after_the_last_round_it_allows(tmp_path,
   assert [row['round'] for row in result['rows']] == [0, 1]
   assert result['rows'][-1]['aggregator/epsilon'] == pytest.approx(16.28, abs=0.01)
   assert not result['rows'][-1]['aggregator/budget_exhausted'] and result['table']
-  assert f'note: {spec}: the privacy budget allows rounds 0-1; training stops after round 1, not 3' in capsys.readouterr().out
+  printed = capsys.readouterr().out
+  assert f'note: {spec}: the privacy budget allows rounds 0-1; training stops after round 1, not 3' in printed
+  # Epsilon covers the model update; everything else that reaches the server is named, in the clear.
+  report = json.loads((tmp_path / 'privacy_report.json').read_text())
+  assert 'note: privacy: ' + report['summary'] in printed
+  noised = [c for c in report['channels'] if c['covered_by_epsilon']]
+  assert [(c['intrinsic'], c['noised_by']) for c in noised] == [('federated_sum', 'gaussian_noise (central, z = 1)')]
+  in_the_clear = {c['intrinsic'] for c in report['channels'] if not c['covered_by_epsilon']}
+  assert 'federated_aggregate' in in_the_clear  # Orchestra's local centroids
+  assert any('clipped=float32' in c['value_type'] for c in report['channels'])  # the clipping statistics
 
 
 def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_its_retry(tmp_path, monkeypatch, capsys):

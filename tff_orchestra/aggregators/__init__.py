@@ -12,6 +12,8 @@
 * `composition`: what a result means (`output_of`), the gate of every model
   aggregator (`as_model_aggregator`), and the protocol of a chain stage.
 * `registry`: names for `--aggregator` specs (`register_aggregator`).
+* `privacy_check`: every aggregation a computation sends to the server, and
+  which of them a DP guarantee covers.
 """
 
 from tff_orchestra.aggregators.chain import chain

@@ -308,6 +308,18 @@ def privacy_notes(config: TrainConfig) -> list[str]:
   return notes
 
 
+def noise_description(config: TrainConfig) -> Optional[str]:
+  """The run's noise on the model update ('gaussian_noise (central, z = 1)'), or None without a noised stage."""
+  from tff_orchestra.aggregators import GaussianNoise, registry  # pylint: disable=import-outside-toplevel
+
+  context = run_context(config)
+  stages = [registry.build_stage(spec, context) for spec in config.aggregation.aggregators]
+  noised = [s for s in stages if isinstance(s, GaussianNoise) and s.noise_multiplier > 0]
+  if not noised:
+    return None
+  return ', '.join(f'gaussian_noise ({s.placement}, z = {s.noise_multiplier:g})' for s in noised)
+
+
 def rounds_within_budget(config: TrainConfig) -> tuple[Optional[int], Optional[str]]:
   """How many rounds (round 0 included) the run's `gaussian_noise` stages with `max_epsilon` allow, and which stage stops it.
 

@@ -8,6 +8,7 @@ One run lives in one output directory:
     metrics.json/.csv  one row per completed round, nested names joined by '/'
     tensorboard/       the same numbers as TensorBoard scalars (`tensorboard --logdir <dir>`)
     partition.txt      the clients' label skew
+    privacy_report.json every aggregation that reaches the server, and whether epsilon covers it
     evaluation.json/.csv, losses.png, epsilon.png (with DP), evaluation.png
 
 Round 0 is Orchestra's training-free initialisation round; `rounds` counts the
@@ -132,6 +133,21 @@ def _client_datasets(config: TrainConfig, split: data_lib.FederatedSplit, round_
   ]
 
 
+def write_privacy_report(config: TrainConfig, process, path: str) -> None:
+  """Every aggregation a round sends to the server, and which the run's DP stage covers (`privacy_check.py`).
+
+  With a `gaussian_noise` stage, one note says how much of what reaches the
+  server its epsilon covers: the model update only.
+  """
+  from tff_orchestra.aggregators import privacy_check  # pylint: disable=import-outside-toplevel
+
+  noise = config_lib.noise_description(config)
+  found = privacy_check.channels(process.next, process.get_model_weights.type_signature.result, noise)
+  privacy_check.write_report(found, path)
+  if noise:
+    tqdm.write(f'note: privacy: {privacy_check.summary(found)}; see {os.path.basename(path)}')
+
+
 def _budget_exhausted(row: dict[str, Any]) -> bool:
   """Whether a DP stage withheld this round (its `budget_exhausted` measurement)."""
   return any(value for key, value in row.items() if key.rsplit('/', 1)[-1] == 'budget_exhausted')
@@ -215,6 +231,7 @@ def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
       tqdm.write(f'note: {message}')
     for message in config_lib.privacy_notes(config):
       tqdm.write(f'note: {message}')
+    write_privacy_report(config, process, os.path.join(out, 'privacy_report.json'))
     initial_state = process.initialize()
     state = initial_state
     if start_round > 0:
