@@ -16,6 +16,7 @@ ROWS = [
         'client_work/global_clustering/loss': 0.5,
         'client_work/global_clustering/clusters_in_use': 4 + r,
         'aggregator/epsilon': 0.3 * r,
+        'aggregator/epsilon_against_server': 0.9 * r,
     }
     for r in range(4)
 ]

@@ -32,12 +32,17 @@ def plot_losses(rows: Sequence[dict], path: str | os.PathLike) -> None:
 
 
 def plot_epsilon(rows: Sequence[dict], epsilon_key: str, path: str | os.PathLike) -> None:
+  """Epsilon per round, amplified by sampling and (if reported) against the server: the model update's only."""
   figure = Figure(figsize=(6, 4))
   axes = figure.subplots()
-  axes.plot([row['round'] for row in rows], [row[epsilon_key] for row in rows], marker='.')
+  rounds = [row['round'] for row in rows]
+  axes.plot(rounds, [row[epsilon_key] for row in rows], marker='.', label='amplified by sampling')
+  if epsilon_key + '_against_server' in rows[-1]:
+    axes.plot(rounds, [row[epsilon_key + '_against_server'] for row in rows], marker='.', label='against the server')
+    axes.legend()
   axes.set_xlabel('round')
   axes.set_ylabel('epsilon')
-  axes.set_title(f'privacy spent ({epsilon_key})')
+  axes.set_title(f'privacy spent on the model update ({epsilon_key});\nother channels: privacy_report.json', fontsize=9)
   figure.tight_layout()
   figure.savefig(path, dpi=110)
 
