@@ -12,6 +12,9 @@ round's clients are drawn.
   clipped values then moves by up to `2 * clip`, so the event is
   `SampledWithoutReplacementDpEvent` of a Gaussian with half the noise
   multiplier (Wang, Balle and Kasiviswanathan 2019, as dp_accounting has it).
+  With adaptive clipping the noised count doubles its sensitivity too (a
+  client's centred indicator moves by 1, not 1/2), so the combined noise
+  multiplier is again halved.
   When that is every client of the population, there is no sampling: every
   round includes every client, and adding one includes it too, so the
   relation is add/remove and the event a plain Gaussian, as for `'none'`.
