@@ -283,17 +283,22 @@ def check_split(config: TrainConfig, split: data_lib.FederatedSplit) -> None:
     )
 
 
-def privacy_notes(config: TrainConfig) -> list[str]:
-  """One line for each `gaussian_noise` stage whose guarantee after the run's rounds says little."""
-  from tff_orchestra.aggregators import GaussianNoise, privacy_accounting, registry  # pylint: disable=import-outside-toplevel
+def _noise_stages(config: TrainConfig) -> list[tuple[str, Any]]:
+  """(spec, `GaussianNoise`) for each `gaussian_noise` stage of the run's aggregator."""
+  from tff_orchestra.aggregators import GaussianNoise, registry  # pylint: disable=import-outside-toplevel
 
   context = run_context(config)
+  stages = [(spec, registry.build_stage(spec, context)) for spec in config.aggregation.aggregators]
+  return [(spec, stage) for spec, stage in stages if isinstance(stage, GaussianNoise)]
+
+
+def privacy_notes(config: TrainConfig) -> list[str]:
+  """One line for each `gaussian_noise` stage whose guarantee after the run's rounds says little."""
+  from tff_orchestra.aggregators import privacy_accounting  # pylint: disable=import-outside-toplevel
+
   rounds = config.run.rounds + 1  # round 0 goes through the aggregator too
   notes = []
-  for spec in config.aggregation.aggregators:
-    stage = registry.build_stage(spec, context)
-    if not isinstance(stage, GaussianNoise):
-      continue
+  for spec, stage in _noise_stages(config):
     if not stage.noise_multiplier > 0:
       notes.append(f'{spec}: noise_multiplier 0 clips without noise: no privacy guarantee (epsilon = inf)')
       continue
@@ -310,11 +315,7 @@ def privacy_notes(config: TrainConfig) -> list[str]:
 
 def noise_description(config: TrainConfig) -> Optional[str]:
   """The run's noise on the model update ('gaussian_noise (central, z = 1)'), or None without a noised stage."""
-  from tff_orchestra.aggregators import GaussianNoise, registry  # pylint: disable=import-outside-toplevel
-
-  context = run_context(config)
-  stages = [registry.build_stage(spec, context) for spec in config.aggregation.aggregators]
-  noised = [s for s in stages if isinstance(s, GaussianNoise) and s.noise_multiplier > 0]
+  noised = [stage for _, stage in _noise_stages(config) if stage.noise_multiplier > 0]
   if not noised:
     return None
   return ', '.join(f'gaussian_noise ({s.placement}, z = {s.noise_multiplier:g})' for s in noised)
@@ -331,13 +332,11 @@ def rounds_within_budget(config: TrainConfig) -> tuple[Optional[int], Optional[s
   Raises:
     ConfigError: A budget too small for even round 0.
   """
-  from tff_orchestra.aggregators import GaussianNoise, privacy_accounting, registry  # pylint: disable=import-outside-toplevel
+  from tff_orchestra.aggregators import privacy_accounting  # pylint: disable=import-outside-toplevel
 
-  context = run_context(config)
   allowed, stopper = None, None
-  for spec in config.aggregation.aggregators:
-    stage = registry.build_stage(spec, context)
-    budget = getattr(stage, 'max_epsilon', None) if isinstance(stage, GaussianNoise) else None
+  for spec, stage in _noise_stages(config):
+    budget = stage.max_epsilon
     if budget is None:
       continue
 
