@@ -62,11 +62,7 @@ def test_fully_secure_chain_passes_the_static_check():
         agg.ClusterQualityWeighting(
             2, sketch_dim=16, report_quality_range=False, statistics_sum_factory=agg.SecureFixedPointSum(16.0)
         ),
-        agg.GaussianNoise(
-            0.5, 1.0, placement='distributed', expected_clients_per_round=4,
-            statistics_sum_factory=agg.SecureFixedPointSum(4.0),
-        ),
-        agg.SecureFixedPointSum(4.0),
+        agg.DistributedDiscreteGaussian(0.5, 1.0, expected_clients_per_round=4),
         weight_sum_factory=agg.SecureFixedPointSum(4.0),
     )
   tff.test.assert_not_contains_unsecure_aggregation(factory.create(VECTOR, WEIGHT).next)

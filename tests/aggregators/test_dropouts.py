@@ -2,13 +2,13 @@
 
 Each factory aggregates exactly the clients that took part. The DP accountant
 counts rounds for central noise (its noise does not depend on who took part),
-and charges distributed-noise rounds at the noise they really had (see the
-README on what dropouts do to the guarantee).
+and distributed noise withholds a round with fewer than `min_clients`
+participants and charges every other round alike (see the README on what
+dropouts do to the guarantee).
 """
 
 import warnings
 
-import dp_accounting
 import numpy as np
 import pytest
 import tensorflow_federated as tff
@@ -81,33 +81,18 @@ def test_central_noise_is_accounted_by_rounds_not_participants():
   assert output.measurements['rounds'] == len(CLIENTS_PER_ROUND)
 
 
-def test_distributed_noise_is_accounted_at_the_noise_each_round_really_had():
-  factory = agg.GaussianNoise(
-      1.0, clip=1.0, placement='distributed', expected_clients_per_round=EXPECTED, population=100
-  )
+def test_distributed_noise_withholds_rounds_below_min_clients_and_charges_the_others_alike():
+  # Each released round is accounted at the noise of min_clients honest clients, however many took part.
+  factory = agg.DistributedDiscreteGaussian(1.0, 1.0, expected_clients_per_round=EXPECTED, min_clients=2, output='sum')
   process = factory.create(VALUE)
   state = process.initialize()
-  for clients in CLIENTS_PER_ROUND:
+  for clients in CLIENTS_PER_ROUND + (0,):
     output = process.next(state, _values(clients))
     state = output.state
-    assert output.measurements['noise_stddev'] == pytest.approx(np.sqrt(clients / EXPECTED))
-  assert list(state['rounds_by_participants']) == [0, 1, 1, 1, 1]
-  event = factory.dp_event(state)
-  assert event == privacy_accounting.distributed_training_event(1.0, POISSON, [0, 1, 1, 1, 1])
-  by_hand = dp_accounting.ComposedDpEvent([
-      dp_accounting.SelfComposedDpEvent(privacy_accounting.round_event(np.sqrt(m / EXPECTED), POISSON), 1)
-      for m in (1, 2, 3, 4)
-  ])
-  expected = privacy_accounting.epsilon_of_event(by_hand, 1e-5)
-  assert output.measurements['epsilon'] == pytest.approx(expected, rel=1e-6)
-  assert factory.epsilon(state) == pytest.approx(expected, rel=1e-6)
-  full_noise = privacy_accounting.epsilon_python(1.0, POISSON, len(CLIENTS_PER_ROUND), 1e-5)
-  assert expected > 1.5 * full_noise  # what the accountant used to report: too little
-
-
-def test_a_distributed_round_without_participants_spends_nothing():
-  factory = agg.GaussianNoise(1.0, clip=1.0, placement='distributed', expected_clients_per_round=EXPECTED)
-  process = factory.create(VALUE)
-  output = process.next(process.initialize(), [])
-  assert list(output.state['rounds_by_participants']) == [1, 0, 0, 0, 0]
-  assert output.measurements['epsilon'] == 0.0 == factory.epsilon(output.state)
+    assert output.measurements['participants'] == clients
+    assert output.measurements['released'] == (clients >= 2)
+    if clients < 2:
+      np.testing.assert_array_equal(output.result, 0.0)
+      assert output.measurements['noise_stddev'] == 0.0
+  assert state['rounds'] == 3
+  assert output.measurements['epsilon'] == pytest.approx(factory.epsilon(3, VALUE), rel=1e-9)

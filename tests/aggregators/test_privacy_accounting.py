@@ -74,18 +74,3 @@ def test_no_rounds_spend_nothing_and_no_noise_is_infinite():
   assert pa.epsilon_in_graph(rdp, tf.constant(1, tf.int64), 1e-5).numpy() == np.inf
 
 
-@pytest.mark.parametrize('noise_multiplier', [0.0, 0.7, 3.0])
-@pytest.mark.parametrize('sampling', ['none', 'poisson 1%', 'fixed size 1%'])
-@pytest.mark.parametrize('rounds_by_participants', [[0, 0, 0, 0], [5, 0, 0, 0], [0, 2, 0, 7], [1, 3, 10, 100]])
-def test_in_graph_epsilon_by_participants_equals_dp_accounting(noise_multiplier, sampling, rounds_by_participants):
-  sampling = SAMPLINGS[sampling]
-  table = pa.rdp_by_participants(noise_multiplier, sampling, expected_clients=3)
-  assert table.shape == (4, len(pa.RDP_ORDERS)) and not table[0].any()
-  in_graph = pa.epsilon_by_participants_in_graph(table, tf.constant(rounds_by_participants, tf.int64), 1e-5).numpy()
-  event = pa.distributed_training_event(noise_multiplier, sampling, rounds_by_participants)
-  expected = pa.epsilon_of_event(event, 1e-5, sampling.relation)
-  assert in_graph == pytest.approx(expected, rel=1e-9) or in_graph == expected == np.inf
-
-
-def test_distributed_noise_multipliers_are_the_shares_that_took_part():
-  np.testing.assert_allclose(pa.distributed_noise_multipliers(2.0, 4), [0.0, 1.0, 2 * np.sqrt(0.5), 2 * np.sqrt(0.75), 2.0])

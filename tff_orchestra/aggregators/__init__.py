@@ -2,9 +2,12 @@
 
 * `ClusterQualityWeighting` (weighted): scales client weights by how well
   their update fits a well-populated cluster of the round's updates.
-* `GaussianNoise` (unweighted): clipping, Gaussian DP noise (central or
-  distributed), and epsilon accounting in the measurements, for the
-  clients' `Sampling` (`privacy_accounting.py`).
+* `GaussianNoise` (unweighted): clipping, central Gaussian DP noise, and
+  epsilon accounting in the measurements, for the clients' `Sampling`
+  (`privacy_accounting.py`).
+* `DistributedDiscreteGaussian` (unweighted): each client's integer noise
+  through a secure modular sum (distributed DP), accounted against the server
+  (`discrete_gaussian.py` samples the noise exactly).
 * `SecureFixedPointSum` (unweighted): floats summed with TFF's secure
   intrinsics as fixed-point integers with unbiased rounding.
 * `chain(...)`: nests them (and TFF's own, and any `ComposableStage`) in
@@ -23,6 +26,7 @@ from tff_orchestra.aggregators.composition import ComposableFactory
 from tff_orchestra.aggregators.composition import ComposableStage
 from tff_orchestra.aggregators.composition import as_model_aggregator
 from tff_orchestra.aggregators.composition import output_of
+from tff_orchestra.aggregators.distributed_discrete_gaussian import DistributedDiscreteGaussian
 from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip
 from tff_orchestra.aggregators.gaussian_noise import GaussianNoise
 from tff_orchestra.aggregators.privacy_accounting import Sampling
@@ -36,6 +40,7 @@ __all__ = [
     'ClusterQualityWeighting',
     'ComposableFactory',
     'ComposableStage',
+    'DistributedDiscreteGaussian',
     'GaussianNoise',
     'Sampling',
     'SecureFixedPointSum',

@@ -3,17 +3,13 @@
 Every client's value is clipped to L2 norm `clip` (fixed, or adapted each round
 towards a quantile of the clients' norms as in Andrew et al. 2021, "Differentially
 private learning with adaptive clipping"), the clipped values are summed by the
-inner factory, and Gaussian noise of std `noise_multiplier * clip` is added:
-
-* `placement='central'`: once, on the server, after the inner sum;
-* `placement='distributed'`: each of the `expected_clients_per_round` clients
-  adds noise of std `noise_multiplier * clip / sqrt(expected_clients_per_round)`
-  before the inner sum, so the sum carries the full noise and the server never
-  sees an un-noised sum. Pair it with a secure inner sum (`SecureFixedPointSum`).
-  If m < expected clients take part, the sum carries less noise, noise
-  multiplier `noise_multiplier * sqrt(m / expected)`: `noise_stddev` reports
-  it, and the accountant charges each round at the noise it really had (the
-  state counts rounds by participants; see `dp_event`).
+inner factory, and Gaussian noise of std `noise_multiplier * clip` is added on
+the server, after the inner sum (central DP: the server is trusted with the
+sum). Noise added by the clients, so that the server never sees an un-noised
+sum, is `DistributedDiscreteGaussian`: integer noise through a secure modular
+sum, accounted as such. (An earlier `placement='distributed'` here added
+continuous noise before a clipping, rounding secure sum: not the mechanism its
+accounting assumed; it is refused.)
 
 The guarantee is (epsilon, target_delta)-DP for the value this factory sees,
 with the neighbouring relation and sampling of `sampling` (see
@@ -35,8 +31,7 @@ to what `dp_accounting`'s RDP accountant gives for `factory.dp_event(state)`
 under `factory.sampling.relation`. With `max_epsilon`, a round whose release
 would take `epsilon` above it is not run: the server tells the clients so
 before they send anything, the result is zeros, nothing is charged, and
-`budget_exhausted` is True (distributed noise: checked at the expected number
-of participants; fewer participants than expected spend more).
+`budget_exhausted` is True.
 
 Its result is the noisy sum over `expected_clients_per_round`, a mean, as TFF's
 `DifferentiallyPrivateFactory.gaussian_fixed` yields (`output='mean'`, the
@@ -66,7 +61,7 @@ from tff_orchestra.aggregators import privacy_accounting
 # Noise norm / largest signal norm above which `create` warns (see _warn_if_noise_swamps_the_signal).
 NOISE_TO_SIGNAL_LIMIT = 3.0
 
-PLACEMENTS = ('central', 'distributed')
+PLACEMENTS = ('central',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +99,7 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
   """`UnweightedAggregationFactory`: clip, sum (inner factory), add Gaussian noise.
 
   State (`OrderedDict`): `clip` (the clip norm of the next round), `rounds`
-  (rounds accounted so far), with distributed noise `rounds_by_participants`
-  (int64 [expected + 1]: rounds in which m clients took part, more than
-  expected counted at `expected`), `inner_agg` (the inner factory's state)
+  (rounds accounted so far), `inner_agg` (the inner factory's state)
   and `statistics_agg` (state of the factory summing the clipping statistics).
 
   Measurements (`OrderedDict`): `dp` (the inner factory's measurements),
@@ -146,9 +139,9 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
       noise_multiplier: Noise std as a multiple of the clip norm (>= 0; 0
         clips without noise, and epsilon is infinite).
       clip: A positive L2 clip norm, or `AdaptiveClip(...)`.
-      placement: `'central'` or `'distributed'` (see the module docstring).
+      placement: `'central'`, the only placement (module docstring).
       expected_clients_per_round: Clients per round. Required for
-        `output='mean'`, distributed noise, adaptive clipping and `population`.
+        `output='mean'`, adaptive clipping and `population`.
       population: Number of clients sampled from; enables amplification by
         sampling in the accounting.
       sampling: How the caller draws `expected_clients_per_round` of
@@ -162,8 +155,7 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
       output: `'mean'` (default: the noisy sum over
         `expected_clients_per_round`, as TFF's DP factory) or `'sum'` (the
         noisy sum, for use as a `value_sum_factory`).
-      inner_factory: Sums the clipped (and, distributed, noised) values; it
-        must yield a sum. Default `tff.aggregators.SumFactory()`.
+      inner_factory: Sums the clipped values; it must yield a sum. Default `tff.aggregators.SumFactory()`.
       statistics_sum_factory: Sums the per-client clipping statistics
         (clipped indicator, participation, adaptive-clip indicator). Default
         `tff.aggregators.SumFactory()`; pass a secure one to keep `next`
@@ -179,6 +171,12 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
         raise ValueError('clip=AdaptiveClip(...) needs expected_clients_per_round')
     else:
       _checks.check_number(clip, 'clip', low=0.0, low_inclusive=False)
+    if placement == 'distributed':
+      raise ValueError(
+          "GaussianNoise: placement='distributed' (continuous noise from each client, then clipped and rounded by "
+          'a secure sum) is not the mechanism its accounting assumed; use DistributedDiscreteGaussian, whose '
+          'integer noise and secure modular sum are accounted as run'
+      )
     if placement not in PLACEMENTS:
       raise ValueError(f'placement must be one of {PLACEMENTS}, got {placement!r}')
     if output not in composition.OUTPUTS:
@@ -191,12 +189,8 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
           'expected_clients_per_round, as TFF\'s DifferentiallyPrivateFactory divides by '
           "clients_per_round: pass expected_clients_per_round=N, or output='sum' where it is an inner sum"
       )
-    for needs, name in (
-        (placement == 'distributed', "placement='distributed'"),
-        (population is not None, 'population'),
-    ):
-      if needs and expected_clients_per_round is None:
-        raise ValueError(f'{name} needs expected_clients_per_round')
+    if population is not None and expected_clients_per_round is None:
+      raise ValueError('population needs expected_clients_per_round')
     if sampling not in (privacy_accounting.POISSON, privacy_accounting.FIXED_SIZE):
       raise ValueError(f"sampling must be 'poisson' or 'fixed_size', got {sampling!r}")
     if population is not None:
@@ -221,7 +215,6 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
 
     self._noise_multiplier = float(noise_multiplier)
     self._clip = clip
-    self._distributed = placement == 'distributed'
     self._expected = expected_clients_per_round
     self._sampling = (
         privacy_accounting.Sampling(sampling, population, expected_clients_per_round)
@@ -241,7 +234,7 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
 
   @property
   def placement(self) -> str:
-    return 'distributed' if self._distributed else 'central'
+    return 'central'
 
   @property
   def target_delta(self) -> float:
@@ -268,15 +261,9 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
   def dp_event(self, state, *, against_server: bool = False) -> dp_accounting.DpEvent:
     """The `dp_accounting.DpEvent` of all rounds charged in `state`.
 
-    Central noise: `rounds` rounds at `noise_multiplier`. Distributed: for
-    each m, `rounds_by_participants[m]` rounds at `noise_multiplier *
-    sqrt(m / expected)`. Sampled as `sampling` says, or, `against_server`,
-    without amplification; account it under `sampling.relation`.
+    `rounds` rounds at `noise_multiplier`, sampled as `sampling` says, or,
+    `against_server`, without amplification; account it under `sampling.relation`.
     """
-    if self._distributed:
-      return privacy_accounting.distributed_training_event(
-          self._noise_multiplier, self._sampling, np.asarray(state['rounds_by_participants']), against_server
-      )
     return privacy_accounting.training_event(self._noise_multiplier, self._sampling, int(state['rounds']), against_server)
 
   def epsilon(self, state, *, against_server: bool = False, accountant: str = 'rdp') -> float:
@@ -299,10 +286,9 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     statistics_type = clip_and_noise.type_signature.result[1]
     statistics_process = self._statistics_sum_factory.create(statistics_type)
     finish = self._server_noise_and_next_clip(value_type, statistics_type)
-    fits_budget, charge, account = self._accountant(statistics_type)
+    fits_budget, account = self._accountant()
     initial_clip = self._clip.initial_clip if isinstance(self._clip, AdaptiveClip) else float(self._clip)
-    accounting_key = 'rounds_by_participants' if self._distributed else 'rounds'
-    expected, budgeted = self._expected, self._max_epsilon is not None
+    budgeted = self._max_epsilon is not None
 
     @tff.federated_computation()
     def init_fn():
@@ -310,8 +296,6 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
           clip=tff.federated_value(np.float32(initial_clip), tff.SERVER),
           rounds=tff.federated_value(np.int64(0), tff.SERVER),
       )
-      if self._distributed:
-        state['rounds_by_participants'] = tff.federated_value(np.zeros(expected + 1, np.int64), tff.SERVER)
       state['inner_agg'] = inner_process.initialize()
       state['statistics_agg'] = statistics_process.initialize()
       return tff.federated_zip(state)
@@ -322,14 +306,14 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     @tff.federated_computation(init_fn.type_signature.result, tff.FederatedType(value_type, tff.CLIENTS))
     def next_fn(state, value):
       # 1. The server withholds a round that would exceed the budget, before clients send anything.
-      release = tff.federated_map(fits_budget, getattr(state, accounting_key))
-      # 2. Clients clip (and, distributed, noise) their values; 3. the inner factory sums them.
+      release = tff.federated_map(fits_budget, state.rounds)
+      # 2. Clients clip their values; 3. the inner factory sums them.
       clipped, statistics = tff.federated_map(
           clip_and_noise, (value, tff.federated_broadcast(state.clip), tff.federated_broadcast(release))
       )
       inner_output = inner_process.next(state.inner_agg, clipped)
       statistics_output = statistics_process.next(state.statistics_agg, statistics)
-      # 4. The server adds central noise, averages if asked, and adapts the clip.
+      # 4. The server adds the noise, averages if asked, and adapts the clip.
       result, next_clip, noise_stddev, clipped_fraction, non_finite_clients = tff.federated_map(
           finish, (inner_output.result, state.clip, statistics_output.result, release)
       )
@@ -337,11 +321,7 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
       new_state = collections.OrderedDict(
           clip=next_clip, rounds=tff.federated_map(count_release, (state.rounds, release))
       )
-      if self._distributed:
-        new_state['rounds_by_participants'] = tff.federated_map(
-            charge, (state.rounds_by_participants, statistics_output.result)
-        )
-      epsilon, epsilon_against_server = tff.federated_map(account, new_state[accounting_key])
+      epsilon, epsilon_against_server = tff.federated_map(account, new_state['rounds'])
       new_state['inner_agg'] = inner_output.state
       new_state['statistics_agg'] = statistics_output.state
       measurements = collections.OrderedDict(
@@ -386,31 +366,19 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
           stacklevel=3,
       )
 
-  def _noise_share(self) -> float:
-    """The fraction of the noise std each client adds: 1/sqrt(expected) if distributed, else 0."""
-    return 1.0 / math.sqrt(self._expected) if self._distributed else 0.0
-
   def _client_clip_and_noise(self, value_type: tff.Type) -> tff.Computation:
-    """(value, clip) -> (value clipped to L2 norm `clip` [+ noise share], statistics)."""
-    value_nm, count_stddev = self._value_noise_multiplier, self._count_stddev
-    distributed, adaptive, share = self._distributed, isinstance(self._clip, AdaptiveClip), self._noise_share()
+    """(value, clip, released) -> (value clipped to L2 norm `clip`, statistics)."""
+    adaptive = isinstance(self._clip, AdaptiveClip)
 
     @tff.tensorflow.computation(value_type, np.float32, np.bool_)
     def clip_and_noise(value, clip, release):
-      # An excluded client sends zeros (and, distributed, its noise share): below any clip.
-      # In a round withheld by the budget every client sends zeros: no value, no noise, no statistics.
+      # An excluded client sends zeros: below any clip.
+      # In a round withheld by the budget every client sends zeros: no value, no statistics.
       value, excluded = non_finite.exclude_non_finite(value)
       value = tf.nest.map_structure(lambda x: tf.where(release, x, tf.zeros_like(x)), value)
       sends = tf.cast(release, tf.float32)
       norm = tf.linalg.global_norm([tf.cast(x, tf.float32) for x in tf.nest.flatten(value)])
       scale = tf.where(norm > 0.0, tf.minimum(1.0, tf.math.divide_no_nan(clip, norm)), 1.0)
-      noise_std = value_nm * clip * share * sends
-
-      def clip_leaf(x):
-        clipped = x * tf.cast(scale, x.dtype)
-        if distributed:
-          clipped += tf.random.normal(tf.shape(x), stddev=tf.cast(noise_std, x.dtype), dtype=x.dtype)
-        return clipped
 
       statistics = collections.OrderedDict(
           clipped=tf.cast(norm > clip, tf.float32),
@@ -421,11 +389,8 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
         # Centred indicator as in tensorflow_privacy's quantile estimator; 0 for an
         # excluded client, which the estimator then counts as an absent one.
         below = tf.where(excluded, 0.0, tf.cast(norm <= clip, tf.float32) - 0.5)
-        if distributed:
-          below += tf.random.normal([], stddev=count_stddev * share)
-        below *= sends
-        statistics['below_clip'] = below
-      return tf.nest.map_structure(clip_leaf, value), statistics
+        statistics['below_clip'] = below * sends
+      return tf.nest.map_structure(lambda x: x * tf.cast(scale, x.dtype), value), statistics
 
     return clip_and_noise
 
@@ -434,7 +399,7 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
 
     A withheld round (not released) yields zeros and keeps the clip.
     """
-    value_nm, count_stddev, distributed = self._value_noise_multiplier, self._count_stddev, self._distributed
+    value_nm, count_stddev = self._value_noise_multiplier, self._count_stddev
     expected = float(self._expected) if self._expected is not None else 1.0
     output_mean = self.output == composition.MEAN
     adaptive = self._clip if isinstance(self._clip, AdaptiveClip) else None
@@ -443,21 +408,16 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     @tff.tensorflow.computation(value_type, np.float32, statistics_type, np.bool_)
     def finish(summed, clip, statistics, release):
       participants = statistics['participants']
-      if distributed:
-        noise_std = value_nm * clip * tf.sqrt(participants / expected)
-      else:
-        noise_std = tf.where(release, tf.constant(value_nm, tf.float32) * clip, 0.0)
-        summed = tf.nest.map_structure(
-            lambda x: x + tf.random.normal(tf.shape(x), stddev=tf.cast(noise_std, x.dtype), dtype=x.dtype),
-            summed,
-        )
+      noise_std = tf.where(release, tf.constant(value_nm, tf.float32) * clip, 0.0)
+      summed = tf.nest.map_structure(
+          lambda x: x + tf.random.normal(tf.shape(x), stddev=tf.cast(noise_std, x.dtype), dtype=x.dtype),
+          summed,
+      )
       if output_mean:
         summed = tf.nest.map_structure(lambda x: x / tf.cast(expected, x.dtype), summed)
       summed = tf.nest.map_structure(lambda x, spec: tf.cast(x, spec.dtype), summed, value_specs)
       if adaptive is not None:
-        below = statistics['below_clip']
-        if not distributed:
-          below += tf.random.normal([], stddev=count_stddev)
+        below = statistics['below_clip'] + tf.random.normal([], stddev=count_stddev)
         fraction_below = below / expected + 0.5
         adapted = clip * tf.exp(-adaptive.learning_rate * (fraction_below - adaptive.target_quantile))
         next_clip = tf.where(release, adapted, clip)
@@ -469,51 +429,24 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
 
     return finish
 
-  def _accountant(self, statistics_type: tff.Type) -> tuple[tff.Computation, Optional[tff.Computation], tff.Computation]:
-    """(fits_budget, charge, account) on the accounting state (rounds, or rounds by participants).
+  def _accountant(self) -> tuple[tff.Computation, tff.Computation]:
+    """(fits_budget, account) on the count of charged rounds.
 
-    `fits_budget`: would one more round keep epsilon within `max_epsilon`
-    (distributed: with the expected participants)? `charge` (distributed
-    only): the counts with this round's participants added. `account`: the
-    state -> (epsilon, epsilon against the server). The RDP of a round is
-    asked of dp_accounting here, once; the conversion to epsilon runs in the
-    graph (`privacy_accounting`).
+    `fits_budget`: would one more round keep epsilon within `max_epsilon`?
+    `account`: rounds -> (epsilon, epsilon against the server). The RDP of a
+    round is asked of dp_accounting here, once; the conversion to epsilon runs
+    in the graph (`privacy_accounting`).
     """
     target_delta, max_epsilon, z = self._target_delta, self._max_epsilon, self._noise_multiplier
-    sampling, views = self._sampling, (False, True)  # amplified, against the server
+    rdp_rows = [privacy_accounting.rdp_per_round(z, self._sampling, view) for view in (False, True)]
 
-    def within_budget(epsilon):
-      return tf.constant(True) if max_epsilon is None else epsilon <= max_epsilon
+    def epsilons(rounds):  # amplified, against the server
+      return tuple(privacy_accounting.epsilon_in_graph(rdp, rounds, target_delta) for rdp in rdp_rows)
 
-    if not self._distributed:
-      rdp_rows = [privacy_accounting.rdp_per_round(z, sampling, view) for view in views]
+    def fits_budget(rounds):
+      return tf.constant(True) if max_epsilon is None else epsilons(rounds + 1)[0] <= max_epsilon
 
-      def epsilons(rounds):
-        return tuple(privacy_accounting.epsilon_in_graph(rdp, rounds, target_delta) for rdp in rdp_rows)
-
-      fits_budget = tff.tensorflow.computation(lambda rounds: within_budget(epsilons(rounds + 1)[0]), np.int64)
-      return fits_budget, None, tff.tensorflow.computation(epsilons, np.int64)
-
-    expected = self._expected
-    counts_type = tff.TensorType(np.int64, [expected + 1])
-    tables = [privacy_accounting.rdp_by_participants(z, sampling, expected, view) for view in views]
-
-    def epsilons_by_participants(counts):
-      return tuple(privacy_accounting.epsilon_by_participants_in_graph(table, counts, target_delta) for table in tables)
-
-    fits_budget = tff.tensorflow.computation(
-        lambda counts: within_budget(
-            epsilons_by_participants(counts + tf.one_hot(expected, expected + 1, dtype=tf.int64))[0]
-        ),
-        counts_type,
-    )
-
-    @tff.tensorflow.computation(counts_type, statistics_type)
-    def charge(rounds_by_participants, statistics):
-      m = tf.clip_by_value(tf.cast(tf.round(statistics['participants']), tf.int64), 0, expected)
-      return rounds_by_participants + tf.one_hot(m, expected + 1, dtype=tf.int64)
-
-    return fits_budget, charge, tff.tensorflow.computation(epsilons_by_participants, counts_type)
+    return tff.tensorflow.computation(fits_budget, np.int64), tff.tensorflow.computation(epsilons, np.int64)
 
 
 def _split_noise(noise_multiplier: float, clip: ClipType, expected: Optional[int]) -> tuple[float, float]:

@@ -35,17 +35,11 @@ the TensorFlow graph with the same formula `dp_accounting` uses
 and Steinke 2020). The result equals `RdpAccountant.get_epsilon` for the same
 `DpEvent` and relation; tests check that. The PLD accountant (tighter) is
 available in Python (`epsilon_of_event(..., accountant='pld')`).
-
-Distributed noise is the exception: a round's noise depends on how many
-clients took part, so `GaussianNoise` keeps a count of rounds per number of
-participants, and the RDP of each count (`rdp_by_participants`) is again
-asked of `dp_accounting` once, at `create()`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Optional
 
 import dp_accounting
@@ -147,42 +141,6 @@ def rdp_per_round(noise_multiplier: float, sampling: Sampling, against_server: b
   return np.array(accountant._rdp, dtype=np.float64)  # pylint: disable=protected-access
 
 
-def distributed_noise_multipliers(noise_multiplier: float, expected_clients: int) -> np.ndarray:
-  """The noise multiplier a round really has with m = 0..expected participants.
-
-  Each participant adds its share `1 / sqrt(expected)` of the noise, so m of
-  them give `noise_multiplier * sqrt(m / expected)`; more than expected count
-  as `expected` (more noise than accounted: conservative).
-  """
-  return noise_multiplier * np.sqrt(np.arange(expected_clients + 1) / expected_clients)
-
-
-def rdp_by_participants(
-    noise_multiplier: float, sampling: Sampling, expected_clients: int, against_server: bool = False
-) -> np.ndarray:
-  """RDP of one distributed-noise round with m = 0..expected participants: [expected + 1, orders].
-
-  A round without participants releases nothing of any client's data and
-  spends nothing.
-  """
-  multipliers = distributed_noise_multipliers(noise_multiplier, expected_clients)
-  rows = [np.zeros_like(RDP_ORDERS)]
-  rows += [rdp_per_round(z, sampling, against_server) for z in multipliers[1:]]
-  return np.stack(rows)
-
-
-def distributed_training_event(
-    noise_multiplier: float, sampling: Sampling, rounds_by_participants: Sequence[int], against_server: bool = False
-) -> dp_accounting.DpEvent:
-  """The `DpEvent` of distributed-noise rounds, `rounds_by_participants[m]` of them with m participants."""
-  multipliers = distributed_noise_multipliers(noise_multiplier, len(rounds_by_participants) - 1)
-  return dp_accounting.ComposedDpEvent([
-      dp_accounting.SelfComposedDpEvent(round_event(float(z), sampling, against_server), int(count))
-      for z, count in zip(multipliers[1:], rounds_by_participants[1:])
-      if count > 0
-  ])
-
-
 def epsilon_of_event(
     event: dp_accounting.DpEvent,
     target_delta: float,
@@ -228,17 +186,6 @@ def epsilon_in_graph(
   rounds = tf.cast(rounds, tf.float64)
   # 0 * inf (no noise, no rounds yet) is NaN: no rounds spend nothing.
   return epsilon_of_rdp_in_graph(tf.where(rounds > 0.0, rounds * one_round, tf.zeros_like(one_round)), target_delta)
-
-
-def epsilon_by_participants_in_graph(
-    rdp_table: np.ndarray, rounds_by_participants: tf.Tensor, target_delta: float
-) -> tf.Tensor:
-  """Epsilon (float64) after rounds counted by participants (`rdp_by_participants`' rows), in a TF graph."""
-  table = tf.constant(rdp_table, tf.float64)
-  counts = tf.cast(rounds_by_participants, tf.float64)[:, tf.newaxis]
-  # Rows never used may be inf (no noise): 0 * inf would be NaN.
-  rdp = tf.reduce_sum(tf.where(counts > 0.0, counts * table, tf.zeros_like(table)), axis=0)
-  return epsilon_of_rdp_in_graph(rdp, target_delta)
 
 
 def epsilon_of_rdp_in_graph(rdp: tf.Tensor, target_delta: float) -> tf.Tensor:
