@@ -95,4 +95,4 @@ def test_distributed_noise_withholds_rounds_below_min_clients_and_charges_the_ot
       np.testing.assert_array_equal(output.result, 0.0)
       assert output.measurements['noise_stddev'] == 0.0
   assert state['rounds'] == 3
-  assert output.measurements['epsilon'] == pytest.approx(factory.epsilon(3, VALUE), rel=1e-9)
+  assert output.measurements['epsilon'] == pytest.approx(factory.epsilon_after(3, VALUE), rel=1e-9)

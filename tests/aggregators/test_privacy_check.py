@@ -21,7 +21,7 @@ def test_the_readme_chain_releases_eight_channels_in_the_clear():
         agg.SecureFixedPointSum(2.0),
     )
   process = factory.create(VALUE, WEIGHT)
-  found = privacy_check.channels(process.next, VALUE, 'central Gaussian noise')
+  found = privacy_check.channels(process.next, [VALUE], 'central Gaussian noise')
   assert [(c.intrinsic, c.secure, c.covered_by_epsilon) for c in found] == [
       ('federated_secure_sum_bitwidth', True, True),  # the clipped, noised updates, as fixed-point int64
       ('federated_secure_sum_bitwidth', True, False),  # the secure sum's clipped, non-finite, participant counts
@@ -43,4 +43,4 @@ def test_without_noise_nothing_is_covered_and_tffs_mean_is_one_plain_sum_each():
   assert [(uri, str(value_type)) for uri, value_type in found] == [
       ('federated_sum', 'float32[3]'), ('federated_sum', 'float32')
   ]
-  assert not any(c.covered_by_epsilon for c in privacy_check.channels(process.next, VALUE, noise=None))
+  assert not any(c.covered_by_epsilon for c in privacy_check.channels(process.next, [VALUE], noise=None))

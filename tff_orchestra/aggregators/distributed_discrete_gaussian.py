@@ -54,7 +54,8 @@ and converted to epsilon as dp_accounting does. The sampler's truncation
 Channels: the modular sum and the participant count; nothing else leaves a
 client (no clipping statistics, no count of non-finite values, which are sent
 as zeros). With `max_epsilon`, a round that would take epsilon above it is
-not run (`budget_exhausted`), as in `GaussianNoise`.
+not run (`budget_exhausted`), as in `GaussianNoise`; `epsilon_after(rounds,
+value_type)` is the same number in Python.
 
 Its result is the sum over `expected_clients_per_round`, a mean
 (`output='mean'`), or the sum (`output='sum'`). It takes no inner factory: it
@@ -251,10 +252,14 @@ class DistributedDiscreteGaussian(composition.ComposableFactory, tff.aggregators
         orders / 2.0 * (l2_scale + math.sqrt(padded) * tau) ** 2,
     ])
 
-  def epsilon(self, rounds: int, value_type: tff.Type) -> float:
+  def epsilon_after(self, rounds: int, value_type: tff.Type) -> float:
     """Epsilon at `target_delta` after `rounds` released rounds on values of `value_type` (Python side)."""
     rdp = self.calibrate(value_type).rdp_per_round
     return float(privacy_accounting.epsilon_in_graph(rdp, tf.constant(rounds, tf.int64), self._target_delta))
+
+  def noised_channel_type(self, value_type: tff.Type) -> tff.Type:
+    """What the noised aggregation carries for values of `value_type`: the padded integer vector."""
+    return tff.TensorType(np.int64, [self.calibrate(value_type).padded_dimension])
 
   def create(self, value_type: tff.Type) -> tff.templates.AggregationProcess:
     _checks.check_float_value_type(value_type, 'DistributedDiscreteGaussian')

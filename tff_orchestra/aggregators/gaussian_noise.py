@@ -276,6 +276,15 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
         self.dp_event(state, against_server=against_server), self._target_delta, self._sampling.relation, accountant
     )
 
+  def epsilon_after(self, rounds: int, value_type: Optional[tff.Type] = None) -> float:
+    """Epsilon (amplified as `sampling` says) after `rounds` released rounds; the value type does not matter."""
+    del value_type
+    return privacy_accounting.epsilon_python(self._noise_multiplier, self._sampling, rounds, self._target_delta)
+
+  def noised_channel_type(self, value_type: tff.Type) -> tff.Type:
+    """What the noised aggregation carries: the clipped values themselves (the noise is added after the sum)."""
+    return value_type
+
   def create(self, value_type: tff.Type) -> tff.templates.AggregationProcess:
     _checks.check_float_value_type(value_type, 'GaussianNoise')
     contexts.check_context('GaussianNoise', secure_sums=False)

@@ -9,11 +9,14 @@ the clients to the server. A secure one hides the clients' individual values,
 not their aggregate: the server learns the exact sum.
 
 A differential-privacy guarantee covers only what is noised. `channels()`
-marks as noised the aggregations of a value with the noised value's shapes
-(dtype aside: a secure sum aggregates it as int64); every other channel, secure
-or not, is outside epsilon and is released in the clear. The rule is by shape:
-a side channel with exactly the model update's shapes would be marked too
-(none of this library's factories has one).
+marks as noised the aggregations of a value with a noised type's shapes
+(dtype aside: a secure sum aggregates it as int64); each DP factory says what
+its noised aggregation carries (`noised_channel_type(value_type)`: the value
+itself for `GaussianNoise`, the padded integer vector for
+`DistributedDiscreteGaussian`). Every other channel, secure or not, is outside
+epsilon and is released in the clear. The rule is by shape: a side channel
+with exactly a noised type's shapes would be marked too (none of this
+library's factories has one).
 """
 
 from __future__ import annotations
@@ -58,13 +61,13 @@ def server_bound_aggregations(comp: tff.Computation) -> list[tuple[str, tff.Type
 
 
 def channels(
-    comp: tff.Computation, noised_value_type: Optional[tff.Type] = None, noise: Optional[str] = None
+    comp: tff.Computation, noised_types: Sequence[tff.Type] = (), noise: Optional[str] = None
 ) -> list[Channel]:
-  """Every server-bound aggregation of `comp`; those of `noised_value_type`'s shapes marked `noised_by=noise`."""
-  noised_shapes = _shapes(noised_value_type) if noised_value_type is not None and noise else None
+  """Every server-bound aggregation of `comp`; those of a noised type's shapes marked `noised_by=noise`."""
+  noised_shapes = {_shapes(t) for t in noised_types} - {None} if noise else set()
   result = []
   for intrinsic, value_type in server_bound_aggregations(comp):
-    noised = noised_shapes is not None and _shapes(value_type) == noised_shapes
+    noised = _shapes(value_type) in noised_shapes
     result.append(Channel(intrinsic, str(value_type), intrinsic.startswith('federated_secure'), noise if noised else None))
   return result
 

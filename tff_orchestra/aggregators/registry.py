@@ -31,6 +31,7 @@ import tensorflow_federated as tff
 from tff_orchestra.aggregators.chain import chain
 from tff_orchestra.aggregators.cluster_quality import ClusterQualityWeighting
 from tff_orchestra.aggregators.composition import Factory, is_factory
+from tff_orchestra.aggregators.distributed_discrete_gaussian import DistributedDiscreteGaussian
 from tff_orchestra.aggregators import privacy_accounting
 from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip, GaussianNoise
 from tff_orchestra.aggregators.secure_fixed_point import SecureFixedPointSum
@@ -214,6 +215,10 @@ register_aggregator(
         'expected_clients_per_round': 'clients_per_round', 'population': 'num_clients', 'sampling': 'client_sampling',
     },
     named_values={'clip': {'adaptive': AdaptiveClip}},
+)
+register_aggregator(
+    'distributed_discrete_gaussian', DistributedDiscreteGaussian,
+    run_defaults={'expected_clients_per_round': 'clients_per_round'},
 )
 register_aggregator(
     'secure_sum', SecureFixedPointSum,

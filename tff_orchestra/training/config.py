@@ -283,31 +283,36 @@ def check_split(config: TrainConfig, split: data_lib.FederatedSplit) -> None:
     )
 
 
-def _noise_stages(config: TrainConfig) -> list[tuple[str, Any]]:
-  """(spec, `GaussianNoise`) for each `gaussian_noise` stage of the run's aggregator."""
-  from tff_orchestra.aggregators import GaussianNoise, registry  # pylint: disable=import-outside-toplevel
+def noise_stages(config: TrainConfig) -> list[tuple[str, Any]]:
+  """(spec, factory) for each differentially private stage of the run's aggregator.
+
+  Such a stage (`GaussianNoise`, `DistributedDiscreteGaussian`, or a user's)
+  declares `differentially_private` and offers `epsilon_after(rounds,
+  value_type)`, `noised_channel_type(value_type)`, `noise_multiplier`,
+  `placement`, `target_delta` and `max_epsilon`.
+  """
+  from tff_orchestra.aggregators import registry  # pylint: disable=import-outside-toplevel
 
   context = run_context(config)
   stages = [(spec, registry.build_stage(spec, context)) for spec in config.aggregation.aggregators]
-  return [(spec, stage) for spec, stage in stages if isinstance(stage, GaussianNoise)]
+  return [(spec, stage) for spec, stage in stages if getattr(stage, 'differentially_private', False)]
 
 
-def privacy_notes(config: TrainConfig) -> list[str]:
-  """One line for each `gaussian_noise` stage whose guarantee after the run's rounds says little."""
-  from tff_orchestra.aggregators import privacy_accounting  # pylint: disable=import-outside-toplevel
+def privacy_notes(config: TrainConfig, update_type: Optional[Any] = None) -> list[str]:
+  """One line for each DP stage whose guarantee after the run's rounds says little.
 
+  `update_type`: the model update's TFF type (distributed noise's epsilon depends on its size).
+  """
   rounds = config.run.rounds + 1  # round 0 goes through the aggregator too
   notes = []
-  for spec, stage in _noise_stages(config):
+  for spec, stage in noise_stages(config):
     if not stage.noise_multiplier > 0:
-      notes.append(f'{spec}: noise_multiplier 0 clips without noise: no privacy guarantee (epsilon = inf)')
+      notes.append(f'{spec}: noise_multiplier 0 sends no noise: no privacy guarantee (epsilon = inf)')
       continue
-    epsilon = privacy_accounting.epsilon_python(stage.noise_multiplier, stage.sampling, rounds, stage.target_delta)
-    # Distributed noise is weaker when fewer clients than expected take part.
-    at_least = 'at least ' if stage.placement == 'distributed' else ''
+    epsilon = stage.epsilon_after(rounds, update_type)
     if not epsilon <= MEANINGFUL_EPSILON:
       notes.append(
-          f'{spec}: epsilon after {rounds} rounds will be {at_least}{epsilon:.3g} at delta {stage.target_delta:g}, '
+          f'{spec}: epsilon after {rounds} rounds will be {epsilon:.3g} at delta {stage.target_delta:g}, '
           f'above {MEANINGFUL_EPSILON:g}, where a guarantee says little: raise noise_multiplier or lower rounds'
       )
   return notes
@@ -315,33 +320,32 @@ def privacy_notes(config: TrainConfig) -> list[str]:
 
 def noise_description(config: TrainConfig) -> Optional[str]:
   """The run's noise on the model update ('gaussian_noise (central, z = 1)'), or None without a noised stage."""
-  noised = [stage for _, stage in _noise_stages(config) if stage.noise_multiplier > 0]
+  noised = [(spec, stage) for spec, stage in noise_stages(config) if stage.noise_multiplier > 0]
   if not noised:
     return None
-  return ', '.join(f'gaussian_noise ({s.placement}, z = {s.noise_multiplier:g})' for s in noised)
+  return ', '.join(f'{spec.partition(":")[0]} ({s.placement}, z = {s.noise_multiplier:g})' for spec, s in noised)
 
 
-def rounds_within_budget(config: TrainConfig) -> tuple[Optional[int], Optional[str]]:
-  """How many rounds (round 0 included) the run's `gaussian_noise` stages with `max_epsilon` allow, and which stage stops it.
+def rounds_within_budget(config: TrainConfig, update_type: Optional[Any] = None) -> tuple[Optional[int], Optional[str]]:
+  """How many rounds (round 0 included) the run's DP stages with `max_epsilon` allow, and which stage stops it.
 
   (None, None) when no stage has a budget. Every round of the run goes
   through the aggregator, so after n rounds each stage has spent n rounds'
-  epsilon (`epsilon_python`, which the in-graph accountant equals); the stage
-  itself withholds a round beyond its budget too (`GaussianNoise`).
+  epsilon (`epsilon_after`, which the in-graph accountant equals); the stage
+  itself withholds a round beyond its budget too. `update_type` as for
+  `privacy_notes`.
 
   Raises:
     ConfigError: A budget too small for even round 0.
   """
-  from tff_orchestra.aggregators import privacy_accounting  # pylint: disable=import-outside-toplevel
-
   allowed, stopper = None, None
-  for spec, stage in _noise_stages(config):
+  for spec, stage in noise_stages(config):
     budget = stage.max_epsilon
     if budget is None:
       continue
 
     def spent(rounds, stage=stage):
-      return privacy_accounting.epsilon_python(stage.noise_multiplier, stage.sampling, rounds, stage.target_delta)
+      return stage.epsilon_after(rounds, update_type)
 
     low, high = 0, config.run.rounds + 1  # spent(low) <= budget; find the most rounds within it
     if spent(high) <= budget:

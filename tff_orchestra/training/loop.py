@@ -136,13 +136,15 @@ def _client_datasets(config: TrainConfig, split: data_lib.FederatedSplit, round_
 def write_privacy_report(config: TrainConfig, process, path: str) -> None:
   """Every aggregation a round sends to the server, and which the run's DP stage covers (`privacy_check.py`).
 
-  With a `gaussian_noise` stage, one note says how much of what reaches the
+  With a DP stage, one note says how much of what reaches the
   server its epsilon covers: the model update only.
   """
   from tff_orchestra.aggregators import privacy_check  # pylint: disable=import-outside-toplevel
 
+  update_type = process.get_model_weights.type_signature.result
   noise = config_lib.noise_description(config)
-  found = privacy_check.channels(process.next, process.get_model_weights.type_signature.result, noise)
+  noised_types = [stage.noised_channel_type(update_type) for _, stage in config_lib.noise_stages(config)]
+  found = privacy_check.channels(process.next, noised_types, noise)
   privacy_check.write_report(found, path)
   if noise:
     tqdm.write(f'note: privacy: {privacy_check.summary(found)}; see {os.path.basename(path)}')
@@ -202,12 +204,11 @@ def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
   `runtime.WorkerUnavailableError`; every round before it is checkpointed.
   Ctrl-C stops the run after the current round, checkpointed, with
   `RunInterrupted`. A run that fails before its first checkpoint leaves
-  nothing that blocks its retry. A `gaussian_noise` stage's `max_epsilon`
+  nothing that blocks its retry. A DP stage's `max_epsilon`
   ends training after the last round it allows, with a note; the
   evaluation follows.
   """
   config.check_registered()
-  rounds_allowed, budget_stage = config_lib.rounds_within_budget(config)
   split = config_lib.load_split(config)
   config_lib.check_split(config, split)
   start_round, rows = prepare_output_dir(config, resume)
@@ -229,7 +230,9 @@ def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
       )
     for message in dict.fromkeys(str(warning.message) for warning in caught):
       tqdm.write(f'note: {message}')
-    for message in config_lib.privacy_notes(config):
+    update_type = process.get_model_weights.type_signature.result
+    rounds_allowed, budget_stage = config_lib.rounds_within_budget(config, update_type)
+    for message in config_lib.privacy_notes(config, update_type):
       tqdm.write(f'note: {message}')
     write_privacy_report(config, process, os.path.join(out, 'privacy_report.json'))
     initial_state = process.initialize()
