@@ -1,8 +1,9 @@
-"""Empirical privacy audit of `GaussianNoise`: a lower bound on epsilon that must stay below the reported one.
+"""Empirical privacy audit of the DP factories: a lower bound on epsilon that must stay below the reported one.
 
 A one-run audit in the manner of Steinke, Nasr and Jagielski 2023 ("Privacy
 auditing with one (1) training run", Appendix D for the test used here). The
-mechanism is the library's own `GaussianNoise` aggregation process, run by TFF:
+mechanism is the library's own aggregation process (`GaussianNoise`, or
+`DistributedDiscreteGaussian`), run by TFF:
 each round has `--slots` canary slots, one coordinate each of a `--slots`-long
 vector; each canary takes part independently with probability 1/2, as a client
 whose value is `clip` on its own coordinate (norm exactly `clip`, so clipping
@@ -15,10 +16,11 @@ which is what every canary's presence is.
 
 Each mechanism is audited against the epsilon the library reports for it:
 
-* `central` and `distributed` (every slot a client, sending zeros when its
-  canary is out, so the noise shares are all there; the neighbours then differ
-  in one client's value, by `clip`): the lower bound must stay below the
-  reported epsilon, or the accounting (or the noise) is wrong;
+* `central` (`GaussianNoise`) and `distributed` (`DistributedDiscreteGaussian`
+  with every slot a client, sending zeros when its canary is out, so the noise
+  shares are all there: its zero-out relation, sensitivity `clip`): the lower
+  bound must stay below the epsilon each reports, or the accounting (or the
+  noise) is wrong;
 * two deliberately broken mechanisms, reported as if they were `central`: noise
   halved, and noise off. The audit must catch them (lower bound above the
   reported epsilon).
@@ -80,9 +82,7 @@ def _factory(mechanism: str, noise_multiplier: float, clip: float, slots: int, d
 
   actual = {'broken: noise halved': noise_multiplier / 2.0, 'broken: noise off': 0.0}.get(mechanism, noise_multiplier)
   if mechanism == 'distributed':
-    return agg.GaussianNoise(
-        actual, clip, placement='distributed', expected_clients_per_round=slots, target_delta=delta, output='sum'
-    )
+    return agg.DistributedDiscreteGaussian(actual, clip, expected_clients_per_round=slots, target_delta=delta, output='sum')
   return agg.GaussianNoise(actual, clip, target_delta=delta, output='sum')
 
 
@@ -90,9 +90,11 @@ def audit(mechanism: str, args: argparse.Namespace) -> dict:
   """Runs the mechanism on `rounds x slots` canaries and tests the guesses; returns the result row."""
   import tensorflow_federated as tff  # pylint: disable=import-outside-toplevel
 
+  value_type = tff.TensorType(np.float32, [args.slots])
   factory = _factory(mechanism, args.noise_multiplier, args.clip, args.slots, args.delta)
-  process = factory.create(tff.TensorType(np.float32, [args.slots]))
-  reported = _factory('central', args.noise_multiplier, args.clip, args.slots, args.delta)
+  process = factory.create(value_type)
+  honest = 'distributed' if mechanism == 'distributed' else 'central'  # what a broken mechanism claims to be
+  reported = _factory(honest, args.noise_multiplier, args.clip, args.slots, args.delta)
   rng = np.random.default_rng(args.seed)
   inside, scores = [], []
   started = time.perf_counter()
@@ -114,7 +116,7 @@ def audit(mechanism: str, args: argparse.Namespace) -> dict:
   guessed_in, guessed_out = order[-args.guesses:], order[: args.guesses]
   correct = int(inside[guessed_in].sum() + (~inside[guessed_out]).sum())
   lower_bound = epsilon_lower_bound(inside.size, 2 * args.guesses, correct, args.delta)
-  reported_epsilon = reported.epsilon({'rounds': 1})  # each canary is in one round: one round's epsilon
+  reported_epsilon = reported.epsilon_after(1, value_type)  # each canary is in one round: one round's epsilon
   return {
       'mechanism': mechanism,
       'noise_multiplier_run': factory.noise_multiplier,
@@ -163,7 +165,7 @@ def main(argv=None) -> int:
       args.json,
       {k: v for k, v in vars(args).items() if k != 'json'},
       confidence=CONFIDENCE,
-      relation='add or remove one client (distributed: one client value replaced by zeros, sensitivity clip)',
+      relation='central: add or remove one client; distributed: one client value replaced by zeros (sensitivity clip)',
       results=rows,
   )
   return 0

@@ -94,16 +94,6 @@ def test_rotation_and_rounding_keep_the_mean_unbiased():
   np.testing.assert_allclose(np.mean(results, axis=0), np.mean(values, axis=0), atol=5 * step / math.sqrt(20))
 
 
-def test_conditional_rounding_meets_its_bound_exactly():
-  x = tf.constant(np.full(64, 0.5), tf.float64)  # norm 4; rounded, up to 8
-  seed = tf.constant([1, 2], tf.int64)
-  rounded = ddg._conditional_round(x, 20, seed).numpy()  # pylint: disable=protected-access
-  assert np.sum(rounded**2) <= 20 and set(np.unique(rounded)) <= {0, 1}
-  # An unreachable bound: after every attempt fails, the zero vector (which meets it) is sent.
-  impossible = ddg._conditional_round(tf.constant(np.full(64, 0.9), tf.float64), 1, seed).numpy()  # pylint: disable=protected-access
-  np.testing.assert_array_equal(impossible, 0)
-
-
 def test_hadamard_is_orthonormal_and_its_own_inverse():
   x = tf.constant(np.random.default_rng(0).normal(size=16))
   y = ddg.hadamard(x)

@@ -14,8 +14,8 @@ runs it, with the accounting that TFF leaves out. Each client:
    `wrap_probability` bounds a coordinate's chance of wrapping around the
    modulus, TFF's heuristic) and rounds every coordinate up or down at random,
    redrawing until the integer vector's squared L2 norm is at most
-   `l2_bound_squared` (conditional randomized rounding; after 100 failed draws
-   it sends the zero vector, which meets the bound too);
+   `l2_bound_squared` (conditional randomized rounding, `integer_grid.py`; after
+   100 failed draws it sends the zero vector, which meets the bound too);
 4. adds integer noise N_Z(0, `variance`) to every coordinate, drawn by the exact
    sampler of `discrete_gaussian.py`;
 5. reduces it modulo 2**`bits` and sends it through
@@ -67,25 +67,24 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import statistics
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-from scipy import special
 
 from tff_orchestra import _checks
 from tff_orchestra.aggregators import composition
 from tff_orchestra.aggregators import discrete_gaussian
+from tff_orchestra.aggregators import integer_grid
 from tff_orchestra.aggregators import non_finite
 from tff_orchestra.aggregators import privacy_accounting
 from tff_orchestra.runtime import contexts
 
 RELATIONS = ('zero_out', 'replace_one')
 MAX_BITS = 40
-ROUNDING_ATTEMPTS = 100
 _MAX_NOISE_STD = math.isqrt(discrete_gaussian.MAX_VARIANCE) - 1  # in grid steps, so the rounded-up variance fits
-_MAX_SQUARED_NORM = 2**62  # the integer vector's squared norm is summed in int64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +169,7 @@ class DistributedDiscreteGaussian(composition.ComposableFactory, tff.aggregators
       _checks.check_number(max_epsilon, 'max_epsilon', low=0.0, low_inclusive=False)
     if output not in composition.OUTPUTS:
       raise ValueError(f'output must be one of {composition.OUTPUTS}, got {output!r}')
-    self._wrap_stddevs = math.sqrt(2.0) * float(special.erfcinv(wrap_probability))
+    self._wrap_stddevs = -statistics.NormalDist().inv_cdf(wrap_probability / 2.0)  # two-sided
     if 2.0 ** (2 * bits) <= expected_clients_per_round * self._wrap_stddevs**2:
       raise ValueError(
           f'bits={bits} is too few for {expected_clients_per_round} clients at wrap_probability '
@@ -217,7 +216,7 @@ class DistributedDiscreteGaussian(composition.ComposableFactory, tff.aggregators
 
   def calibrate(self, value_type: tff.Type) -> Calibration:
     """The grid, noise variance, sensitivity and per-round RDP for values of `value_type`."""
-    dimension = _size(value_type)
+    dimension = integer_grid.size_of(value_type)
     padded = 2 ** max(0, math.ceil(math.log2(max(dimension, 1))))
     n, k, c = self._expected, self._wrap_stddevs, self._clip
     local_std = self._noise_multiplier * c / math.sqrt(self._min_clients)
@@ -226,8 +225,8 @@ class DistributedDiscreteGaussian(composition.ComposableFactory, tff.aggregators
     if local_std > 0:
       scale = min(scale, _MAX_NOISE_STD / local_std)
     variance = math.ceil((local_std * scale) ** 2) if local_std > 0 else 0
-    l2_bound_squared = math.floor(_rounded_squared_norm_bound(c * scale, self._beta, padded))
-    if (c * scale + math.sqrt(padded)) ** 2 >= _MAX_SQUARED_NORM:
+    l2_bound_squared = math.floor(integer_grid.rounded_squared_norm_bound(c * scale, self._beta, padded))
+    if (c * scale + math.sqrt(padded)) ** 2 >= integer_grid.MAX_SQUARED_NORM:
       raise ValueError(f'bits={self._bits} is too many for {dimension} coordinates: lower bits')
     return Calibration(
         dimension, padded, scale, variance, l2_bound_squared,
@@ -325,11 +324,11 @@ class DistributedDiscreteGaussian(composition.ComposableFactory, tff.aggregators
     @tff.tensorflow.computation(value_type, tff.TensorType(np.int64, [2]), np.bool_)
     def encode(value, seed, send):
       value, _ = non_finite.exclude_non_finite(value)
-      flat = _flatten_padded(value, padded)
+      flat = integer_grid.flatten(value, padded)
       norm = tf.norm(flat)
       flat *= tf.where(norm > clip, clip / norm, tf.constant(1.0, tf.float64))
       rounding_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(discrete_gaussian.fresh_seed(), 2))
-      rounded = _conditional_round(_rotate(flat, seed) * scale, bound, rounding_seed)
+      rounded = integer_grid.conditional_round(_rotate(flat, seed) * scale, bound, rounding_seed)
       noised = rounded + discrete_gaussian.sample_discrete_gaussian(variance, padded, noise_seed)
       return tf.math.floormod(tf.where(send, noised, tf.zeros_like(noised)), modulus)
 
@@ -347,7 +346,7 @@ class DistributedDiscreteGaussian(composition.ComposableFactory, tff.aggregators
       centred = tf.math.floormod(summed + half, 2 * half) - half
       flat = _unrotate(tf.cast(centred, tf.float64) / scale, seed) / divisor
       flat = tf.where(released, flat, tf.zeros_like(flat))
-      return _unflatten(flat, specs)
+      return integer_grid.unflatten(flat, specs)
 
     return decode
 
@@ -362,33 +361,6 @@ class DistributedDiscreteGaussian(composition.ComposableFactory, tff.aggregators
       return tf.constant(True) if max_epsilon is None else epsilon(rounds + 1) <= max_epsilon
 
     return tff.tensorflow.computation(fits, np.int64), tff.tensorflow.computation(epsilon, np.int64)
-
-
-def _size(value_type: tff.Type) -> int:
-  return sum(int(spec.shape.num_elements()) for spec in tf.nest.flatten(tff.types.type_to_tf_tensor_specs(value_type)))
-
-
-def _rounded_squared_norm_bound(norm: float, beta: float, dimension: int) -> float:
-  """Squared L2 norm bound after conditional randomized rounding (Kairouz et al. 2021, Theorem 1 / Sec. 4.1)."""
-  worst = (norm + math.sqrt(dimension)) ** 2
-  if beta == 0.0:
-    return worst
-  conditional = norm**2 + dimension / 4.0 + math.sqrt(2.0 * math.log(1.0 / beta)) * (norm + math.sqrt(dimension) / 2.0)
-  return min(worst, conditional)
-
-
-def _flatten_padded(value, padded: int) -> tf.Tensor:
-  flat = tf.concat([tf.reshape(tf.cast(x, tf.float64), [-1]) for x in tf.nest.flatten(value)], axis=0)
-  return tf.pad(flat, [[0, padded - tf.shape(flat)[0]]])
-
-
-def _unflatten(flat: tf.Tensor, specs):
-  leaves, start = [], 0
-  for spec in tf.nest.flatten(specs):
-    size = int(spec.shape.num_elements())
-    leaves.append(tf.cast(tf.reshape(flat[start:start + size], spec.shape), spec.dtype))
-    start += size
-  return tf.nest.pack_sequence_as(specs, leaves)
 
 
 def hadamard(x: tf.Tensor) -> tf.Tensor:
@@ -413,29 +385,3 @@ def _rotate(x: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
 
 def _unrotate(y: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   return _signs(seed, int(y.shape[0])) * hadamard(y)
-
-
-def _conditional_round(x: tf.Tensor, l2_bound_squared: int, seed: tf.Tensor) -> tf.Tensor:
-  """Each coordinate rounded up with probability its fractional part, redrawn until the squared norm is within bound.
-
-  The check is in int64 arithmetic, so the bound holds exactly; after
-  `ROUNDING_ATTEMPTS` failures the zero vector is sent (it meets the bound).
-  """
-  floor = tf.floor(x)
-  fraction = x - floor
-  floor = tf.cast(floor, tf.int64)
-  bound = tf.constant(l2_bound_squared, tf.int64)
-
-  def draw(attempt):
-    uniform = tf.random.stateless_uniform(tf.shape(x), discrete_gaussian.fold_seed(seed, attempt), dtype=tf.float64)
-    return floor + tf.cast(uniform < fraction, tf.int64)
-
-  def fits(rounded):
-    return tf.reduce_sum(rounded * rounded) <= bound
-
-  _, rounded = tf.while_loop(
-      lambda attempt, rounded: tf.logical_and(attempt < ROUNDING_ATTEMPTS, tf.logical_not(fits(rounded))),
-      lambda attempt, rounded: (attempt + 1, draw(attempt)),
-      [tf.constant(1, tf.int64), draw(0)],
-  )
-  return tf.where(fits(rounded), rounded, tf.zeros_like(rounded))
