@@ -11,8 +11,10 @@ table and writes JSON.
 
     python benchmarks/aggregation_overhead.py --sizes 10000 1000000 --clients 20
 
-Pairs: ClusterQualityWeighting vs MeanFactory; GaussianNoise vs
-DifferentiallyPrivateFactory.gaussian_fixed; SecureFixedPointSum vs
+Pairs: ClusterQualityWeighting vs MeanFactory; GaussianNoise and
+CentralDiscreteGaussian vs DifferentiallyPrivateFactory.gaussian_fixed;
+DistributedDiscreteGaussian vs TFF's own (private) DistributedDpSumFactory with
+the discrete Gaussian (float-based sampler, no epsilon); SecureFixedPointSum vs
 SecureSumFactory; the three chained vs tff.learning.robust_aggregator().
 """
 
@@ -35,6 +37,7 @@ from report import write_report
 
 from tff_orchestra import aggregators as agg
 from tff_orchestra import runtime
+from tff_orchestra.runtime import _tff_internal
 
 
 def _pairs(clients: int):
@@ -52,6 +55,21 @@ def _pairs(clients: int):
           'gaussian_noise vs DP gaussian_fixed',
           agg.GaussianNoise(0.1, clip=1.0, expected_clients_per_round=clients, output='mean'),
           tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(0.1, clients, 1.0),
+          False,
+      ),
+      (
+          'central_discrete_gaussian vs DP gaussian_fixed',
+          agg.CentralDiscreteGaussian(0.1, clip=1.0, expected_clients_per_round=clients),
+          tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(0.1, clients, 1.0),
+          False,
+      ),
+      (
+          'distributed_discrete_gaussian vs TFF DistributedDpSumFactory',
+          agg.DistributedDiscreteGaussian(0.1, clip=1.0, expected_clients_per_round=clients, bits=20),
+          _tff_internal.distributed_dp_sum_factory(
+              noise_multiplier=0.1, expected_clients_per_round=clients, bits=20, l2_clip=1.0,
+              mechanism='distributed_dgauss', rotation_type='hd',
+          ),
           False,
       ),
       ('secure_sum vs SecureSumFactory', agg.SecureFixedPointSum(1.0, bits=24, max_clients=clients),

@@ -24,5 +24,6 @@ def test_flatten_and_unflatten_round_trip_a_structure():
   flat = integer_grid.flatten(value, 8)
   np.testing.assert_array_equal(flat, [0, 1, 2, 3, 4, 5, 7, 0])
   back = integer_grid.unflatten(flat, specs)
-  np.testing.assert_array_equal(back[0], value[0]) and back[1].numpy() == 7.0
+  np.testing.assert_array_equal(back[0], value[0])
+  assert back[1].dtype == tf.float64 and back[1].numpy() == 7.0
   assert integer_grid.size_of(value_type) == 7

@@ -178,3 +178,13 @@ def test_rounds_within_budget_is_what_the_dp_stage_would_release():
   assert stage == spec and spent[0] <= 5.0 < spent[1] and allowed < 21
   with pytest.raises(settings.ConfigError, match=r'max_epsilon 0.1 is below the epsilon of one round \(2.17\): no round can run'):
     config_lib.rounds_within_budget(_config(aggregators=('gaussian_noise:noise_multiplier=2.0,clip=1.0,max_epsilon=0.1',)))
+
+
+@pytest.mark.parametrize('name', ['central_discrete_gaussian', 'distributed_discrete_gaussian'])
+def test_the_discrete_stages_are_budgeted_for_the_model_update_they_see(name):
+  spec = f'{name}:noise_multiplier=2.0,clip=1.0,max_epsilon=8.0'
+  update_type = tff.TensorType(np.float32, [1000])
+  allowed, stage = config_lib.rounds_within_budget(_config(aggregators=(spec,)), update_type)
+  [(_, factory)] = config_lib.noise_stages(_config(aggregators=(spec,)))
+  assert stage == spec and factory.epsilon_after(allowed, update_type) <= 8.0 < factory.epsilon_after(allowed + 1, update_type)
+  assert config_lib.noise_description(_config(aggregators=(spec,))).startswith(f'{name} (')

@@ -5,6 +5,8 @@
 * `GaussianNoise` (unweighted): clipping, central Gaussian DP noise, and
   epsilon accounting in the measurements, for the clients' `Sampling`
   (`privacy_accounting.py`).
+* `CentralDiscreteGaussian` (unweighted): central DP with integer noise on a
+  grid, so no floating-point leak; the same sampling and accounting API.
 * `DistributedDiscreteGaussian` (unweighted): each client's integer noise
   through a secure modular sum (distributed DP), accounted against the server
   (`discrete_gaussian.py` samples the noise exactly).
@@ -19,6 +21,7 @@
   which of them a DP guarantee covers.
 """
 
+from tff_orchestra.aggregators.central_discrete_gaussian import CentralDiscreteGaussian
 from tff_orchestra.aggregators.chain import chain
 from tff_orchestra.aggregators.cluster_quality import ClusterQualityWeighting
 from tff_orchestra.aggregators.cluster_quality import signed_fold_sketch
@@ -37,6 +40,7 @@ from tff_orchestra.aggregators.secure_fixed_point import encode_fixed_point
 
 __all__ = [
     'AdaptiveClip',
+    'CentralDiscreteGaussian',
     'ClusterQualityWeighting',
     'ComposableFactory',
     'ComposableStage',

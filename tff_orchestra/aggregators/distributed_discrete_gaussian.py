@@ -234,22 +234,11 @@ class DistributedDiscreteGaussian(composition.ComposableFactory, tff.aggregators
     )
 
   def _rdp_per_round(self, variance: int, l2_bound_squared: int, padded: int) -> np.ndarray:
-    """Proposition 14 of Kairouz, Liu and Steinke 2021 at `privacy_accounting.RDP_ORDERS`."""
-    orders = privacy_accounting.RDP_ORDERS
-    if variance == 0:
-      return np.full_like(orders, np.inf)
-    n, sensitivity = self._min_clients, math.sqrt(l2_bound_squared)
-    if self._relation == 'replace_one':
-      sensitivity *= 2.0
-    l1_sensitivity = sensitivity * min(math.sqrt(padded), sensitivity)
-    total_std = math.sqrt(n * variance)
-    l2_scale, l1_scale = sensitivity / total_std, l1_sensitivity / total_std
-    tau = 10.0 * sum(math.exp(-2.0 * math.pi**2 * variance * j / (j + 1)) for j in range(1, n))
-    return np.minimum.reduce([
-        orders / 2.0 * l2_scale**2 + tau * padded,
-        orders / 2.0 * (l2_scale**2 + 2.0 * l1_scale * tau + tau**2 * padded),
-        orders / 2.0 * (l2_scale + math.sqrt(padded) * tau) ** 2,
-    ])
+    """Proposition 14 of Kairouz, Liu and Steinke 2021 for `min_clients` noise shares, at `RDP_ORDERS`."""
+    sensitivity = math.sqrt(l2_bound_squared) * (2.0 if self._relation == 'replace_one' else 1.0)
+    return privacy_accounting.discrete_gaussian_sum_rdp(
+        privacy_accounting.RDP_ORDERS, sensitivity, variance, self._min_clients, padded
+    )
 
   def epsilon_after(self, rounds: int, value_type: tff.Type) -> float:
     """Epsilon at `target_delta` after `rounds` released rounds on values of `value_type` (Python side)."""

@@ -144,6 +144,30 @@ def rdp_per_round(noise_multiplier: float, sampling: Sampling, against_server: b
   return np.array(accountant._rdp, dtype=np.float64)  # pylint: disable=protected-access
 
 
+def discrete_gaussian_sum_rdp(orders, sensitivity: float, variance: int, count: int, dimension: int) -> np.ndarray:
+  """RDP at `orders` of adding the sum of `count` draws of N_Z(0, variance) to each of `dimension` integer coordinates.
+
+  For a query whose integer L2 sensitivity is at most `sensitivity`:
+  Proposition 14 of Kairouz, Liu and Steinke 2021 (the least of its three
+  bounds; its L1 term with the L1 sensitivity at most sensitivity * min(sqrt(d),
+  sensitivity)), with tau = 10 * sum_{k<count} exp(-2 pi**2 variance k / (k + 1)).
+  One draw (count 1, tau 0) is the discrete Gaussian, whose RDP is that of the
+  Gaussian: alpha * sensitivity**2 / (2 * variance) (Canonne, Kamath and Steinke 2020).
+  """
+  orders = np.asarray(orders, dtype=np.float64)
+  if variance == 0:
+    return np.full_like(orders, np.inf)
+  total_std = math.sqrt(count * variance)
+  l2_scale = sensitivity / total_std
+  l1_scale = sensitivity * min(math.sqrt(dimension), sensitivity) / total_std
+  tau = 10.0 * sum(math.exp(-2.0 * math.pi**2 * variance * k / (k + 1)) for k in range(1, count))
+  return np.minimum.reduce([
+      orders / 2.0 * l2_scale**2 + tau * dimension,
+      orders / 2.0 * (l2_scale**2 + 2.0 * l1_scale * tau + tau**2 * dimension),
+      orders / 2.0 * (l2_scale + math.sqrt(dimension) * tau) ** 2,
+  ])
+
+
 def amplified_rdp(rdp_of_order: Callable[[int], float], sampling: Sampling) -> np.ndarray:
   """RDP at `RDP_ORDERS` of any mechanism with RDP `rdp_of_order(alpha)` (under `sampling.relation`), run on sampled clients.
 

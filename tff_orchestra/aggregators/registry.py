@@ -28,6 +28,7 @@ from typing import Any, Optional
 
 import tensorflow_federated as tff
 
+from tff_orchestra.aggregators.central_discrete_gaussian import CentralDiscreteGaussian
 from tff_orchestra.aggregators.chain import chain
 from tff_orchestra.aggregators.cluster_quality import ClusterQualityWeighting
 from tff_orchestra.aggregators.composition import Factory, is_factory
@@ -215,6 +216,12 @@ register_aggregator(
         'expected_clients_per_round': 'clients_per_round', 'population': 'num_clients', 'sampling': 'client_sampling',
     },
     named_values={'clip': {'adaptive': AdaptiveClip}},
+)
+register_aggregator(
+    'central_discrete_gaussian', CentralDiscreteGaussian,
+    run_defaults={
+        'expected_clients_per_round': 'clients_per_round', 'population': 'num_clients', 'sampling': 'client_sampling',
+    },
 )
 register_aggregator(
     'distributed_discrete_gaussian', DistributedDiscreteGaussian,
