@@ -74,3 +74,32 @@ def test_no_rounds_spend_nothing_and_no_noise_is_infinite():
   assert pa.epsilon_in_graph(rdp, tf.constant(1, tf.int64), 1e-5).numpy() == np.inf
 
 
+
+
+def test_joint_epsilon_adds_the_rdp_of_mechanisms_on_the_same_clients_before_amplifying():
+  """Two Gaussians on the same clients are one Gaussian of z = (z1**-2 + z2**-2)**-0.5."""
+  z1, z2 = 1.0, 2.0
+  combined = (z1**-2 + z2**-2) ** -0.5
+  curves = [lambda order, z=z: order / (2 * z**2) for z in (z1, z2)]
+  none = pa.joint_epsilon(curves, pa.Sampling(), 5, 1e-5)
+  assert none == pytest.approx(pa.epsilon_python(combined, pa.Sampling(), 5, 1e-5), rel=1e-9)
+  sampled = pa.Sampling('fixed_size', 1000, 10)
+  half = [lambda order, z=z: order / (2 * (z / 2) ** 2) for z in (z1, z2)]  # replace-one
+  joint = pa.joint_epsilon(half, sampled, 20, 1e-5)
+  exact = pa.epsilon_python(combined, sampled, 20, 1e-5)
+  assert exact <= joint <= 1.1 * exact
+  assert pa.joint_epsilon(half, sampled, 20, 1e-5, against_server=True) > 3 * joint
+
+
+def test_epsilon_of_stages_composes_factories_that_share_the_sampling():
+  import tensorflow_federated as tff  # pylint: disable=import-outside-toplevel
+  from tff_orchestra import aggregators as agg  # pylint: disable=import-outside-toplevel
+
+  value_type = tff.TensorType(np.float32, [100])
+  kwargs = dict(expected_clients_per_round=10, population=1000, sampling='fixed_size')
+  update, statistics = agg.CentralDiscreteGaussian(1.0, 1.0, **kwargs), agg.GaussianNoise(3.0, 1.0, **kwargs)
+  both = pa.epsilon_of_stages([update, statistics], [value_type, value_type], 20, 1e-5)
+  assert both > update.epsilon_after(20, value_type) and both > statistics.epsilon_after(20)
+  other = agg.GaussianNoise(3.0, 1.0, expected_clients_per_round=10, population=1000)  # Poisson
+  with pytest.raises(ValueError, match='the same sampling'):
+    pa.epsilon_of_stages([update, other], [value_type, value_type], 20, 1e-5)

@@ -12,6 +12,8 @@
   (`discrete_gaussian.py` samples the noise exactly).
 * `SecureFixedPointSum` (unweighted): floats summed with TFF's secure
   intrinsics as fixed-point integers with unbiased rounding.
+* `FixedWeightSum` (unweighted): a `weight_sum_factory` that releases
+  nothing; the weighted mean divides by a stated total.
 * `chain(...)`: nests them (and TFF's own, and any `ComposableStage`) in
   client -> server order; the result yields the mean.
 * `composition`: what a result means (`output_of`), the gate of every model
@@ -30,6 +32,7 @@ from tff_orchestra.aggregators.composition import ComposableStage
 from tff_orchestra.aggregators.composition import as_model_aggregator
 from tff_orchestra.aggregators.composition import output_of
 from tff_orchestra.aggregators.distributed_discrete_gaussian import DistributedDiscreteGaussian
+from tff_orchestra.aggregators.fixed_weight_sum import FixedWeightSum
 from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip
 from tff_orchestra.aggregators.gaussian_noise import GaussianNoise
 from tff_orchestra.aggregators.privacy_accounting import Sampling
@@ -45,6 +48,7 @@ __all__ = [
     'ComposableFactory',
     'ComposableStage',
     'DistributedDiscreteGaussian',
+    'FixedWeightSum',
     'GaussianNoise',
     'Sampling',
     'SecureFixedPointSum',

@@ -180,17 +180,28 @@ class CentralDiscreteGaussian(composition.ComposableFactory, tff.aggregators.Unw
     l2_bound_squared = math.floor(integer_grid.rounded_squared_norm_bound(clip_steps, self._beta, dimension))
     if (clip_steps + math.sqrt(dimension)) ** 2 >= integer_grid.MAX_SQUARED_NORM:
       raise ValueError(f'CentralDiscreteGaussian: {dimension} coordinates are too many for an int64 norm check')
-    sensitivity = math.sqrt(l2_bound_squared) * (2.0 if self._sampling.relation == privacy_accounting.REPLACE_ONE else 1.0)
-
-    def rdp_of_order(order):
-      return float(privacy_accounting.discrete_gaussian_sum_rdp([order], sensitivity, variance, draws, dimension)[0])
-
+    rdp_of_order = self._rdp_of_order(l2_bound_squared, variance, draws, dimension)
     unamplified = privacy_accounting.amplified_rdp(rdp_of_order, privacy_accounting.Sampling())
     return Calibration(
         dimension, scale, variance if z > 0 else 0, draws, l2_bound_squared,
         privacy_accounting.amplified_rdp(rdp_of_order, self._sampling) if z > 0 else unamplified,
         unamplified,
     )
+
+  def _rdp_of_order(self, l2_bound_squared: int, variance: int, draws: int, dimension: int):
+    sensitivity = math.sqrt(l2_bound_squared) * (2.0 if self._sampling.relation == privacy_accounting.REPLACE_ONE else 1.0)
+
+    def rdp_of_order(order):
+      return float(privacy_accounting.discrete_gaussian_sum_rdp([order], sensitivity, variance, draws, dimension)[0])
+
+    return rdp_of_order
+
+  def rdp_curve(self, value_type: tff.Type):
+    """The unamplified RDP of one round as a function of the order, under `sampling.relation` (for `epsilon_of_stages`)."""
+    c = self.calibrate(value_type)
+    if c.variance == 0:
+      return lambda order: np.inf
+    return self._rdp_of_order(c.l2_bound_squared, c.variance, c.draws, c.dimension)
 
   def epsilon_after(self, rounds: int, value_type: tff.Type, *, against_server: bool = False) -> float:
     """Epsilon at `target_delta` after `rounds` released rounds on values of `value_type` (Python side)."""

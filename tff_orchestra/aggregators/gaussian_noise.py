@@ -281,6 +281,12 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     del value_type
     return privacy_accounting.epsilon_python(self._noise_multiplier, self._sampling, rounds, self._target_delta)
 
+  def rdp_curve(self, value_type: Optional[tff.Type] = None):
+    """The unamplified RDP of one round as a function of the order, under `sampling.relation` (for `epsilon_of_stages`)."""
+    del value_type
+    z = self._noise_multiplier / (2.0 if self._sampling.relation == privacy_accounting.REPLACE_ONE else 1.0)
+    return lambda order: order / (2.0 * z**2) if z > 0 else np.inf
+
   def noised_channel_type(self, value_type: tff.Type) -> tff.Type:
     """What the noised aggregation carries: the clipped values themselves (the noise is added after the sum)."""
     return value_type

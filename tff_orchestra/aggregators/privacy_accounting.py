@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Optional
 
 import dp_accounting
@@ -211,6 +211,46 @@ def _subsampled_rdp(rdp_of_order: Callable[[int], float], alpha: int, q: float, 
     second = min(math.log(4.0) + math.log(math.expm1(rdp[0])) if rdp[0] > 0 else -np.inf, math.log(2.0) + rdp[0])
     rest = log_comb + orders * math.log(q) + np.concatenate([[second], math.log(2.0) + (orders[1:] - 1) * rdp[1:]])
   return float(special.logsumexp(np.concatenate([[first], rest])) / (alpha - 1))
+
+
+def joint_epsilon(
+    curves: Sequence[Callable[[int], float]],
+    sampling: Sampling,
+    rounds: int,
+    target_delta: float,
+    against_server: bool = False,
+) -> float:
+  """Epsilon after `rounds` rounds in which the same sampled clients take part in every mechanism of `curves`.
+
+  Each curve is a mechanism's unamplified RDP under `sampling.relation`.
+  What one round releases about a client is all of them together, so their
+  RDPs add up first and the sum is amplified once (`amplified_rdp`); adding
+  separately amplified RDPs would treat the mechanisms' samples as independent.
+  """
+  def joint(order):
+    return float(sum(curve(order) for curve in curves))
+
+  rdp = amplified_rdp(joint, Sampling() if against_server else sampling)
+  return float(epsilon_in_graph(rdp, tf.constant(rounds, tf.int64), target_delta))
+
+
+def epsilon_of_stages(stages: Sequence, value_types: Sequence, rounds: int, target_delta: float,
+                      against_server: bool = False) -> float:
+  """`joint_epsilon` of DP factories (`GaussianNoise`, `CentralDiscreteGaussian`) on the values they see.
+
+  The stages must account the same `sampling` (the same clients feed all of
+  them). Raises ValueError otherwise, or for a stage without `rdp_curve`
+  (`DistributedDiscreteGaussian`: its zero-out relation does not compose with
+  theirs).
+  """
+  samplings = {getattr(stage, 'sampling', None) for stage in stages}
+  if len(samplings) != 1 or None in samplings or not all(hasattr(stage, 'rdp_curve') for stage in stages):
+    raise ValueError(
+        'epsilon_of_stages: every stage needs rdp_curve() and the same sampling, got '
+        + ', '.join(f'{type(stage).__name__} ({getattr(stage, "sampling", None)})' for stage in stages)
+    )
+  curves = [stage.rdp_curve(value_type) for stage, value_type in zip(stages, value_types)]
+  return joint_epsilon(curves, samplings.pop(), rounds, target_delta, against_server)
 
 
 def epsilon_of_event(
