@@ -46,7 +46,7 @@ def test_one_client_step_loss_equals_the_formula(client_update, initial_weights)
   images = np.random.default_rng(0).uniform(size=(16, *SHAPE)).astype(np.float32)
   centroids = tf.math.l2_normalize(tf.random.stateless_normal([8, 16], seed=[1, 1]), axis=1).numpy()
   round_seed = np.array([0, 1], np.int64)
-  result, local, metrics = client_update(
+  result, local, metrics, _ = client_update(
       initial_weights, [images], centroids, False, round_seed
   )
   assert metrics['batches'] == 1.0 and metrics['examples'] == 16.0
@@ -80,7 +80,7 @@ def test_one_client_step_loss_equals_the_formula(client_update, initial_weights)
 def test_initialisation_round_trains_nothing_and_fills_the_bank(client_update, initial_weights):
   images = np.random.default_rng(1).uniform(size=(40, *SHAPE)).astype(np.float32)
   centroids = np.zeros((8, 16), np.float32)
-  result, local, metrics = client_update(
+  result, local, metrics, _ = client_update(
       initial_weights, [images[:16], images[16:32], images[32:]], centroids, True, np.array([0, 0], np.int64)
   )
   assert metrics['batches'] == 0.0 and metrics['examples'] == 40.0
@@ -93,7 +93,7 @@ def test_initialisation_round_trains_nothing_and_fills_the_bank(client_update, i
 
 
 def test_empty_client_sends_zero_weight_and_invalid_centroids(client_update, initial_weights):
-  result, local, metrics = client_update(
+  result, local, metrics, _ = client_update(
       initial_weights, [], np.zeros((8, 16), np.float32), False, np.array([0, 2], np.int64)
   )
   assert result.update_weight == 0.0 and local['valid'] == 0.0 and metrics['batches'] == 0.0

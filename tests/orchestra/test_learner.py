@@ -189,3 +189,49 @@ def test_noised_updates_keep_batchnorm_variances_non_negative():
   weights = learner.get_model_weights(state)
   variances = np.concatenate([w.ravel() for w, n in zip(weights.non_trainable, names) if 'moving_variance' in n])
   assert variances.size > 0 and variances.min() == 0.0  # noise pushed some below zero: clamped
+
+
+def test_private_centroids_send_nothing_but_the_two_factories_aggregations():
+  from tff_orchestra.aggregators import privacy_check  # pylint: disable=import-outside-toplevel
+
+  update_noise = agg.CentralDiscreteGaussian(0.01, 10.0, expected_clients_per_round=3)
+  centroid_noise = agg.CentralDiscreteGaussian(0.01, 2.0, output='sum')
+  process = orchestra.build_orchestra_process(
+      SHAPE, config=CONFIG, client_weighting=tff.learning.ClientWeighting.UNIFORM,
+      model_update_aggregation_factory=update_noise, centroid_aggregation_factory=centroid_noise,
+  )
+  weights_type = process.get_model_weights.type_signature.result
+  sums_size = CONFIG.num_global_clusters * (CONFIG.projection_dim + 1)
+  noised = [update_noise.noised_channel_type(weights_type), tff.TensorType(np.int64, [sums_size])]
+  found = privacy_check.channels(process.next, noised, 'discrete Gaussian')
+  assert len(found) == 2 and all(c.covered_by_epsilon for c in found), found
+  state = process.initialize()
+  initial = orchestra.global_centroids(state)
+  for _ in range(2):
+    output = process.next(state, _client_datasets())
+    state = output.state
+  work = output.metrics['client_work']
+  assert 'train' not in work and work['global_clustering']['clusters_in_use'] >= 1
+  assert np.isfinite(work['centroid_aggregation']['epsilon'])
+  centroids = orchestra.global_centroids(state)
+  assert not np.allclose(centroids, initial)
+  moved = ~np.all(np.isclose(centroids, initial), axis=1)
+  np.testing.assert_allclose(np.linalg.norm(centroids[moved], axis=1), 1.0, atol=1e-5)
+
+
+def test_global_cluster_sums_are_bounded_by_the_bank():
+  from tff_orchestra.orchestra import client_work  # pylint: disable=import-outside-toplevel
+
+  bank = tf.math.l2_normalize(tf.random.stateless_normal([32, 16], seed=[1, 2]), axis=1)
+  centroids = tf.math.l2_normalize(tf.random.stateless_normal([8, 16], seed=[3, 4]), axis=1)
+  for filled in (0, 10, 32):
+    sums = client_work.global_cluster_sums(bank, tf.constant(filled), centroids)
+    assert float(tf.norm(sums['sums'])) <= 1.0 + 1e-6 and float(tf.norm(sums['masses'])) <= 1.0 + 1e-6
+    assert float(tf.reduce_sum(sums['masses'])) == pytest.approx(filled / 32, abs=1e-3)
+
+
+def test_a_centroid_factory_that_averages_is_refused():
+  with pytest.raises(ValueError, match="centroid_aggregation_factory.*output='sum'"):
+    orchestra.build_orchestra_process(SHAPE, config=CONFIG, centroid_aggregation_factory=tff.aggregators.UnweightedMeanFactory())
+  with pytest.raises(TypeError, match='centroid_aggregation_factory'):
+    orchestra.build_orchestra_process(SHAPE, config=CONFIG, centroid_aggregation_factory=tff.aggregators.MeanFactory())

@@ -215,6 +215,21 @@ def test_distributed_noise_trains_and_its_report_marks_the_modular_sum_as_noised
   assert 'note: privacy: ' + report['summary'] in capsys.readouterr().out
 
 
+def test_private_centroids_leave_nothing_outside_epsilon(tmp_path, capsys):
+  update = 'central_discrete_gaussian:noise_multiplier=1.0,clip=1.0'
+  centroids = 'central_discrete_gaussian:noise_multiplier=1.0,clip=1.0,output=sum'
+  result = training.run(_config(
+      tmp_path, rounds=1, aggregators=(update,), centroid_aggregator=centroids, client_weighting='uniform',
+  ))
+  last = result['rows'][-1]
+  assert 'client_work/train/cluster_loss' not in last and np.isfinite(last['client_work/centroid_aggregation/epsilon'])
+  report = json.loads((tmp_path / 'privacy_report.json').read_text())
+  assert len(report['channels']) == 2 and all(c['covered_by_epsilon'] for c in report['channels'])
+  assert report['joint_epsilon']['rounds'] == 2
+  assert report['joint_epsilon']['epsilon'] > max(last['aggregator/epsilon'], last['client_work/centroid_aggregation/epsilon'])
+  assert 'every aggregation is noised' in capsys.readouterr().out
+
+
 def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_its_retry(tmp_path, monkeypatch, capsys):
   from tff_orchestra import orchestra  # pylint: disable=import-outside-toplevel
 

@@ -83,12 +83,15 @@ def summary(found: Sequence[Channel]) -> str:
   )
 
 
-def write_report(found: Sequence[Channel], path: str) -> None:
-  """The channels as JSON (`privacy_report.json` of a run)."""
+def write_report(found: Sequence[Channel], path: str, joint_epsilon: Optional[float] = None,
+                 rounds: Optional[int] = None) -> None:
+  """The channels as JSON (`privacy_report.json` of a run); with every channel noised, the joint epsilon after `rounds`."""
   report = {
       'summary': summary(found),
       'channels': [dict(dataclasses.asdict(c), covered_by_epsilon=c.covered_by_epsilon) for c in found],
   }
+  if joint_epsilon is not None:
+    report['joint_epsilon'] = {'epsilon': joint_epsilon, 'rounds': rounds, 'covers': 'every aggregation of a round'}
   with open(path, 'w') as file:
     json.dump(report, file, indent=1)
 

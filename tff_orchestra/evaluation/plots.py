@@ -15,15 +15,17 @@ LOSS_SERIES = (
 
 
 def plot_losses(rows: Sequence[dict], path: str | os.PathLike) -> None:
-  """Losses and global clusters in use per round (round 0 trains nothing)."""
+  """Losses (those the run reports) and global clusters in use per round (round 0 trains nothing)."""
   rounds = [row['round'] for row in rows if row['round'] > 0]
   figure = Figure(figsize=(11, 4))
   losses, usage = figure.subplots(1, 2)
   for key, label in LOSS_SERIES:
-    losses.plot(rounds, [row[key] for row in rows if row['round'] > 0], marker='.', label=label)
+    if key in rows[-1]:  # private centroids: no client loss sums, no global clustering loss
+      losses.plot(rounds, [row[key] for row in rows if row['round'] > 0], marker='.', label=label)
   losses.set_xlabel('round')
   losses.set_title('losses')
-  losses.legend()
+  if losses.lines:
+    losses.legend()
   usage.plot([row['round'] for row in rows], [row['client_work/global_clustering/clusters_in_use'] for row in rows], marker='.')
   usage.set_xlabel('round')
   usage.set_title('global clusters in use')

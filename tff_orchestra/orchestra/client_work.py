@@ -28,6 +28,19 @@ centroids in the clear: unit vectors summarising its data, never raw data).
 The server then runs global clustering and keeps the new centroids in this
 process's state for the next round.
 
+**Private centroids** (`centroid_aggregation_factory`, not the reference's way):
+instead of its local centroids, each client sends, for every global centroid,
+the sum and the mass of its memory bank's projections assigned to it
+(Sinkhorn-balanced soft assignments against the broadcast centroids, as
+local clustering assigns), divided by the bank size so that each part has
+norm at most 1; the factory (for example `CentralDiscreteGaussian(...,
+output='sum')`) sums them, noised; the server moves each global centroid to
+its normalised summed projection when that cluster received at least one
+projection's mass, and keeps it otherwise (one step of federated spherical
+k-means on aggregates). The loss sums are not aggregated in this mode, so
+the only aggregations a round sends to the server are the model update's and
+the centroid sums', both through factories the user chose.
+
 Deviation from the reference, on purpose: TFF clients are stateless, so the
 memory bank starts empty every round and fills during training (the reference's
 simulated clients also start each round without a meaningful bank); and the
@@ -38,7 +51,7 @@ never uses (it only moved BatchNorm statistics).
 from __future__ import annotations
 
 import collections
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -76,6 +89,25 @@ def push_to_memory(bank: tf.Tensor, filled: tf.Tensor, projections: tf.Tensor) -
   return newest, tf.minimum(memory_size, filled + tf.shape(projections)[0])
 
 
+def global_cluster_sums(bank: tf.Tensor, filled: tf.Tensor, centroids: tf.Tensor) -> collections.OrderedDict:
+  """Per global centroid, the summed projections of the bank's valid rows and their mass, over the bank size.
+
+  Soft, Sinkhorn-balanced assignments (as local clustering assigns); the
+  last `filled` rows of `bank` are valid. Each part has L2 norm at most 1.
+  """
+  memory_size = bank.shape[0]
+  rows = bank[memory_size - filled:]
+  assignments = tf.cond(
+      filled > 0,
+      lambda: clustering.sinkhorn(tf.matmul(rows, centroids, transpose_b=True), clustering.CLIENT_SINKHORN_ITERATIONS),
+      lambda: tf.zeros([0, centroids.shape[0]]),
+  )
+  return collections.OrderedDict(
+      sums=tf.matmul(assignments, rows, transpose_a=True) / memory_size,
+      masses=tf.reduce_sum(assignments, axis=0) / memory_size,
+  )
+
+
 def client_seed(round_seed: tf.Tensor, dataset: tf.data.Dataset) -> tf.Tensor:
   """The stateless seed of a client's round: from the round and the client's first batch.
 
@@ -98,7 +130,8 @@ class LocalTraining:
   Builds the networks and the optimiser in the current graph or eager context:
   `build_client_update` wraps it in a TFF computation, and benchmarks call it
   directly (clients one after another) to time the same work without TFF.
-  Calling it returns `(ClientResult, local centroids, loss sums)`; each call
+  Calling it returns `(ClientResult, local centroids, loss sums, global
+  cluster sums)` (the last for private centroids); each call
   starts from the given `incoming` weights with a fresh optimiser state and an
   empty memory bank. The update weight is the number of examples, or with
   `uniform_weighting` 1 (0 for a client without data), as TFF's
@@ -174,6 +207,7 @@ class LocalTraining:
       degeneracy_sum += l_degeneracy
       batches += 1
 
+    cluster_sums = global_cluster_sums(bank, filled, centroids)
     valid_rows = bank[config.memory_size - filled:]
     local_centroids = tf.cond(
         filled > 0,
@@ -207,7 +241,8 @@ class LocalTraining:
         empty_clients=tf.cast(tf.equal(num_examples, 0), tf.float32),
         non_finite_clients=1.0 - kept,
     )
-    return result, local, metrics
+    cluster_sums = tf.nest.map_structure(lambda t: tf.where(finite, t, tf.zeros_like(t)), cluster_sums)
+    return result, local, metrics, cluster_sums
 
 
 def build_client_update(
@@ -264,6 +299,27 @@ def build_server_clustering(config: OrchestraConfig, collected_type: tff.Type) -
   return server_clustering
 
 
+def build_server_centroid_step(config: OrchestraConfig, sums_type: tff.Type) -> tff.Computation:
+  """Private centroids: each global centroid moves to its normalised summed projection, if it got any mass.
+
+  Post-processing of the aggregated (noised) sums: it costs no privacy.
+  """
+  centroids_type = tff.TensorType(np.float32, [config.num_global_clusters, config.projection_dim])
+  memory_size = float(config.memory_size)
+
+  @tff.tensorflow.computation(centroids_type, sums_type)
+  def centroid_step(centroids, summed):
+    mass = summed['masses'] * memory_size  # in projections
+    updated = tf.logical_and(mass >= 1.0, tf.norm(summed['sums'], axis=1) > 0.0)
+    new = tf.where(updated[:, tf.newaxis], tf.math.l2_normalize(summed['sums'], axis=1), centroids)
+    measurements = collections.OrderedDict(
+        clusters_in_use=tf.math.count_nonzero(updated, dtype=tf.int32), assigned_mass=tf.reduce_sum(mass)
+    )
+    return new, measurements
+
+  return centroid_step
+
+
 def build_orchestra_client_work(
     config: OrchestraConfig,
     encoder_fn: EncoderFn,
@@ -271,22 +327,33 @@ def build_orchestra_client_work(
     client_optimizer: tff.learning.optimizers.Optimizer,
     weights_type: tff.Type,
     uniform_weighting: bool = False,
+    centroid_aggregation_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None,
 ) -> tff.learning.templates.ClientWorkProcess:
   """The `ClientWorkProcess`: client training, local-centroid collection, global clustering.
 
   State (`OrderedDict`): `round_num` (0 is the initialisation round),
-  `global_centroids` [K_g, D], `collector` (the sampling collector's state).
+  `global_centroids` [K_g, D], `collector` (the sampling collector's state;
+  with `centroid_aggregation_factory`, `centroid_agg`, its state).
   Measurements: `train` (`cluster_loss`, `degeneracy_loss`, `examples`,
   `empty_clients`, `non_finite_clients`: clients whose update was dropped) and
   `global_clustering` (`loss_before`, `loss`, `clusters_in_use`,
-  `local_centroids`).
+  `local_centroids`); with `centroid_aggregation_factory` (private centroids,
+  module docstring) no `train`, `global_clustering` (`clusters_in_use`,
+  `assigned_mass`) and `centroid_aggregation` (the factory's measurements).
   """
   client_update = build_client_update(
       config, encoder_fn, input_shape, client_optimizer, weights_type, uniform_weighting
   )
-  local_type = client_update.type_signature.result[1]
-  collector = tff.aggregators.UnweightedReservoirSamplingFactory(config.max_clients_per_round).create(local_type)
-  server_clustering = build_server_clustering(config, collector.next.type_signature.result.result.member)
+  private = centroid_aggregation_factory is not None
+  if private:
+    sums_type = client_update.type_signature.result[3]
+    aggregator = centroid_aggregation_factory.create(sums_type)
+    server_step = build_server_centroid_step(config, sums_type)
+  else:
+    local_type = client_update.type_signature.result[1]
+    aggregator = tff.aggregators.UnweightedReservoirSamplingFactory(config.max_clients_per_round).create(local_type)
+    server_step = build_server_clustering(config, aggregator.next.type_signature.result.result.member)
+  aggregator_key = 'centroid_agg' if private else 'collector'
   num_global, dim, seed = config.num_global_clusters, config.projection_dim, config.seed
 
   @tff.tensorflow.computation()
@@ -301,7 +368,7 @@ def build_orchestra_client_work(
         collections.OrderedDict(
             round_num=tff.federated_value(np.int64(0), tff.SERVER),
             global_centroids=tff.federated_eval(initial_centroids, tff.SERVER),
-            collector=collector.initialize(),
+            **{aggregator_key: aggregator.initialize()},
         )
     )
 
@@ -329,7 +396,7 @@ def build_orchestra_client_work(
   )
   def next_fn(state, weights, client_data):
     initialization_round, round_seed = tff.federated_map(round_inputs, state.round_num)
-    result, local, metrics = tff.federated_map(
+    result, local, metrics, cluster_sums = tff.federated_map(
         client_update,
         (
             weights,
@@ -339,23 +406,27 @@ def build_orchestra_client_work(
             tff.federated_broadcast(round_seed),
         ),
     )
-    collected = collector.next(state.collector, local)
-    centroids, clustering_measurements = tff.federated_map(
-        server_clustering, (state.global_centroids, collected.result)
-    )
-    measurements = tff.federated_zip(
-        collections.OrderedDict(
-            train=tff.federated_map(mean_losses, tff.federated_sum(metrics)),
-            global_clustering=clustering_measurements,
-        )
-    )
+    if private:
+      aggregated = aggregator.next(state.centroid_agg, cluster_sums)
+    else:
+      aggregated = aggregator.next(state.collector, local)
+    centroids, clustering_measurements = tff.federated_map(server_step, (state.global_centroids, aggregated.result))
+    if private:
+      measurements = collections.OrderedDict(
+          global_clustering=clustering_measurements, centroid_aggregation=aggregated.measurements
+      )
+    else:
+      measurements = collections.OrderedDict(
+          train=tff.federated_map(mean_losses, tff.federated_sum(metrics)), global_clustering=clustering_measurements
+      )
     new_state = tff.federated_zip(
         collections.OrderedDict(
             round_num=tff.federated_map(increment, state.round_num),
             global_centroids=centroids,
-            collector=collected.state,
+            **{aggregator_key: aggregated.state},
         )
     )
+    measurements = tff.federated_zip(measurements)
     return tff.templates.MeasuredProcessOutput(new_state, result, measurements)
 
   return tff.learning.templates.ClientWorkProcess(init_fn, next_fn)

@@ -13,7 +13,10 @@ The model update is the change of every model variable, in one `ModelWeights`
 structure (`trainable`: online backbone, projector, degeneracy head;
 `non_trainable`: online BatchNorm statistics and the whole target network), so
 a DP or secure factory covers all of it. The local centroids are collected
-separately, in the clear (see `client_work.py`). The global centroids live in
+separately, in the clear (see `client_work.py`), with the clients' loss sums;
+with a `centroid_aggregation_factory` (private centroids) the clients send
+per-global-centroid sums through that factory instead, and no loss sums: a
+round's only aggregations are then the two factories'. The global centroids live in
 the client work's state: `global_centroids(state)` reads them.
 
 Metrics per round are nested as TFF nests them: `client_work/train`
@@ -106,6 +109,7 @@ def build_orchestra_process(
     client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
     client_weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
     model_update_aggregation_factory: Optional[AggregationFactory] = None,
+    centroid_aggregation_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None,
 ) -> tff.learning.templates.LearningProcess:
   """Builds the Orchestra learning process.
 
@@ -125,6 +129,12 @@ def build_orchestra_process(
       is refused). A weighted factory (default `tff.aggregators.MeanFactory()`;
       weights as `client_weighting` says) or an unweighted one (weights
       ignored, as `build_unweighted_fed_avg` does).
+    centroid_aggregation_factory: None (default, the reference's way: local
+      centroids and loss sums reach the server in the clear), or an
+      unweighted factory yielding the *sum* (e.g.
+      `CentralDiscreteGaussian(..., output='sum')`) through which the clients'
+      per-global-centroid projection sums travel (`client_work.py`, private
+      centroids); the loss sums are then not aggregated.
 
   Returns:
     A `tff.learning.templates.LearningProcess`. Its `next(state, datasets)`
@@ -146,6 +156,17 @@ def build_orchestra_process(
   if client_weighting not in (tff.learning.ClientWeighting.NUM_EXAMPLES, tff.learning.ClientWeighting.UNIFORM):
     raise ValueError(f'client_weighting must be NUM_EXAMPLES or UNIFORM, got {client_weighting!r}')
   factory = composition.as_model_aggregator(model_update_aggregation_factory or tff.aggregators.MeanFactory())
+  if centroid_aggregation_factory is not None:
+    if not isinstance(centroid_aggregation_factory, tff.aggregators.UnweightedAggregationFactory):
+      raise TypeError(
+          'centroid_aggregation_factory must be a tff.aggregators.UnweightedAggregationFactory, got '
+          f'{type(centroid_aggregation_factory).__name__}'
+      )
+    if composition.output_of(centroid_aggregation_factory) != composition.SUM:
+      raise ValueError(
+          f'centroid_aggregation_factory: {composition.describe(centroid_aggregation_factory)} yields the mean; '
+          "the centroid step needs the sum of the clients' projection sums (give it output='sum')"
+      )
 
   variance_mask = []
 
@@ -161,6 +182,7 @@ def build_orchestra_process(
   client_work = build_orchestra_client_work(
       config, encoder_fn, input_shape, client_optimizer, weights_type,
       uniform_weighting=client_weighting == tff.learning.ClientWeighting.UNIFORM,
+      centroid_aggregation_factory=centroid_aggregation_factory,
   )
   aggregator = factory.create(weights_type, tff.TensorType(np.float32))
   return tff.learning.templates.compose_learning_process(

@@ -15,6 +15,7 @@ what needs TFF (the data, the aggregator, the encoders) is imported when used.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib
 import warnings
@@ -94,6 +95,12 @@ class AggregationConfig:
       (), flag='aggregator',
       help='a stage NAME[:KEY=VALUE,...] of the model-update aggregation chain (repeat: chained in order, '
       'client to server; the chain yields the mean); names and keys: tff-orchestra aggregators',
+  )
+  centroid_aggregator: str = setting(
+      '',
+      help='private centroids: a stage NAME[:KEY=VALUE,...] that yields the sum (e.g. central_discrete_gaussian:'
+      'noise_multiplier=1.0,clip=2.0,output=sum) through which clients send per-centroid projection sums instead '
+      'of their local centroids and loss sums; empty: the reference way, in the clear',
   )
   client_weighting: str = setting(
       'examples', check=one_of(*CLIENT_WEIGHTINGS),
@@ -232,6 +239,7 @@ class TrainConfig:
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', UserWarning)  # `run` shows them once.
       build_aggregator(self)
+      build_centroid_aggregator(self)
 
 
 def _paths(tree: type, values: dict[str, Any]) -> dict[str, Any]:
@@ -258,6 +266,26 @@ def run_context(config: TrainConfig):
   return registry.RunContext(
       clients_per_round=config.run.clients_per_round, num_clients=config.data.num_clients, seed=config.run.seed
   )
+
+
+def build_centroid_aggregator(config: TrainConfig):
+  """The run's centroid aggregator (`aggregation.centroid_aggregator`), or None for the reference way."""
+  from tff_orchestra.aggregators import registry  # pylint: disable=import-outside-toplevel
+
+  if not config.aggregation.centroid_aggregator:
+    return None
+  try:
+    return registry.build_stage(config.aggregation.centroid_aggregator, run_context(config))
+  except ValueError as error:
+    raise ConfigError(str(error)) from error
+
+
+def centroid_sums_type(config: TrainConfig):
+  """What a client sends through the centroid aggregator: per global centroid, projection sums and masses."""
+  import tensorflow_federated as tff  # pylint: disable=import-outside-toplevel
+
+  k, d = config.orchestra.num_global_clusters, config.orchestra.projection_dim
+  return tff.to_type(collections.OrderedDict(sums=(np.float32, [k, d]), masses=(np.float32, [k])))
 
 
 def build_aggregator(config: TrainConfig):
@@ -295,7 +323,15 @@ def noise_stages(config: TrainConfig) -> list[tuple[str, Any]]:
 
   context = run_context(config)
   stages = [(spec, registry.build_stage(spec, context)) for spec in config.aggregation.aggregators]
+  if config.aggregation.centroid_aggregator:
+    spec = config.aggregation.centroid_aggregator
+    stages.append((spec, registry.build_stage(spec, context)))
   return [(spec, stage) for spec, stage in stages if getattr(stage, 'differentially_private', False)]
+
+
+def stage_value_type(config: TrainConfig, spec: str, update_type: Any) -> Any:
+  """What the DP stage of `spec` sees: the centroid sums for the centroid aggregator, else the model update."""
+  return centroid_sums_type(config) if spec == config.aggregation.centroid_aggregator else update_type
 
 
 def privacy_notes(config: TrainConfig, update_type: Optional[Any] = None) -> list[str]:
@@ -309,7 +345,7 @@ def privacy_notes(config: TrainConfig, update_type: Optional[Any] = None) -> lis
     if not stage.noise_multiplier > 0:
       notes.append(f'{spec}: noise_multiplier 0 sends no noise: no privacy guarantee (epsilon = inf)')
       continue
-    epsilon = stage.epsilon_after(rounds, update_type)
+    epsilon = stage.epsilon_after(rounds, stage_value_type(config, spec, update_type))
     if not epsilon <= MEANINGFUL_EPSILON:
       notes.append(
           f'{spec}: epsilon after {rounds} rounds will be {epsilon:.3g} at delta {stage.target_delta:g}, '
@@ -344,8 +380,8 @@ def rounds_within_budget(config: TrainConfig, update_type: Optional[Any] = None)
     if budget is None:
       continue
 
-    def spent(rounds, stage=stage):
-      return stage.epsilon_after(rounds, update_type)
+    def spent(rounds, stage=stage, spec=spec):
+      return stage.epsilon_after(rounds, stage_value_type(config, spec, update_type))
 
     low, high = 0, config.run.rounds + 1  # spent(low) <= budget; find the most rounds within it
     if spent(high) <= budget:

@@ -141,13 +141,28 @@ def write_privacy_report(config: TrainConfig, process, path: str) -> None:
   """
   from tff_orchestra.aggregators import privacy_check  # pylint: disable=import-outside-toplevel
 
+  from tff_orchestra.aggregators import privacy_accounting  # pylint: disable=import-outside-toplevel
+
   update_type = process.get_model_weights.type_signature.result
   noise = config_lib.noise_description(config)
-  noised_types = [stage.noised_channel_type(update_type) for _, stage in config_lib.noise_stages(config)]
+  stages = config_lib.noise_stages(config)
+  value_types = [config_lib.stage_value_type(config, spec, update_type) for spec, _ in stages]
+  noised_types = [stage.noised_channel_type(value_type) for (_, stage), value_type in zip(stages, value_types)]
   found = privacy_check.channels(process.next, noised_types, noise)
-  privacy_check.write_report(found, path)
+  joint = None
+  if len(stages) > 1 and all(c.covered_by_epsilon for c in found):
+    # Everything a client sends is noised: one epsilon for all of it, if the stages compose.
+    rounds = config.run.rounds + 1
+    try:
+      joint = privacy_accounting.epsilon_of_stages([s for _, s in stages], value_types, rounds, stages[0][1].target_delta)
+    except ValueError as error:
+      tqdm.write(f'note: privacy: no joint epsilon: {error}')
+  privacy_check.write_report(found, path, joint_epsilon=joint, rounds=config.run.rounds + 1)
   if noise:
     tqdm.write(f'note: privacy: {privacy_check.summary(found)}; see {os.path.basename(path)}')
+  if joint is not None:
+    tqdm.write(f'note: privacy: every aggregation is noised: epsilon {joint:.3g} for all a client sends, '
+               f'after {config.run.rounds + 1} rounds')
 
 
 def _budget_exhausted(row: dict[str, Any]) -> bool:
@@ -227,6 +242,7 @@ def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
           input_shape, encoder=config.model.encoder, config=config.orchestra,
           client_weighting=CLIENT_WEIGHTINGS[config.aggregation.client_weighting],
           model_update_aggregation_factory=config_lib.build_aggregator(config),
+          centroid_aggregation_factory=config_lib.build_centroid_aggregator(config),
       )
     for message in dict.fromkeys(str(warning.message) for warning in caught):
       tqdm.write(f'note: {message}')
