@@ -43,8 +43,12 @@ def test_each_plot_is_a_png_of_its_size(draw, size, tmp_path):
   assert pixels.std() > 0  # something is drawn
 
 
-def test_a_missing_loss_is_a_key_error(tmp_path):
-  with pytest.raises(KeyError, match='cluster_loss'):
+def test_losses_a_run_does_not_report_are_left_out(tmp_path):
+  # Private centroids: no client loss sums and no global clustering loss, only clusters in use.
+  rows = [{'round': r, 'client_work/global_clustering/clusters_in_use': 3 + r} for r in range(3)]
+  plots.plot_losses(rows, tmp_path / 'plot.png')
+  assert (tmp_path / 'plot.png').stat().st_size > 0
+  with pytest.raises(KeyError, match='clusters_in_use'):
     plots.plot_losses([{'round': 1}], tmp_path / 'plot.png')
 
 
