@@ -126,7 +126,7 @@ def time_plain_rounds(local_training: LocalTraining, weights, datasets, centroid
 
 def time_server_clustering(config: orchestra.OrchestraConfig, centroids, outputs, repeats: int) -> float:
   """Median seconds of the global clustering of these clients' local centroids (plain TF)."""
-  local = np.concatenate([local['centroids'].numpy() for _, local, _ in outputs if local['valid'].numpy() > 0.5])
+  local = np.concatenate([local['centroids'].numpy() for _, local, _, _ in outputs if local['valid'].numpy() > 0.5])
   run = tf.function(
       lambda c, z: clustering.global_clustering(
           c, z, temperature=config.temperature, steps=config.global_clustering_steps,
@@ -199,7 +199,7 @@ def measure_case(
     )
   sequential_seconds = statistics.median(sequential.round_seconds)
   floor_seconds = statistics.median(plain_times)
-  steps = int(sum(metrics['batches'].numpy() for _, _, metrics in outputs))
+  steps = int(sum(metrics['batches'].numpy() for _, _, metrics, _ in outputs))
   return dict(
       case=name,
       clients=len(datasets),
