@@ -119,18 +119,7 @@ class CentralDiscreteGaussian(composition.ComposableFactory, tff.aggregators.Unw
           "CentralDiscreteGaussian: output='mean' (the default) divides the noisy sum by "
           "expected_clients_per_round: pass it, or output='sum'"
       )
-    if population is not None and expected_clients_per_round is None:
-      raise ValueError('population needs expected_clients_per_round')
-    if sampling not in (privacy_accounting.POISSON, privacy_accounting.FIXED_SIZE):
-      raise ValueError(f"sampling must be 'poisson' or 'fixed_size', got {sampling!r}")
-    _checks.check_number(target_delta, 'target_delta', low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
-    self._sampling = (
-        privacy_accounting.Sampling(sampling, population, expected_clients_per_round)
-        if population is not None
-        else privacy_accounting.Sampling()
-    )
-    if population is not None and target_delta >= 1.0 / population:
-      raise ValueError(f'target_delta ({target_delta:g}) must be below 1/population ({1.0 / population:g})')
+    self._sampling = privacy_accounting.stated_sampling(sampling, population, expected_clients_per_round, target_delta)
     if max_epsilon is not None:
       _checks.check_number(max_epsilon, 'max_epsilon', low=0.0, low_inclusive=False)
     _checks.check_number(beta, 'beta', low=0.0, high=1.0, high_inclusive=False)

@@ -189,23 +189,7 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
           'expected_clients_per_round, as TFF\'s DifferentiallyPrivateFactory divides by '
           "clients_per_round: pass expected_clients_per_round=N, or output='sum' where it is an inner sum"
       )
-    if population is not None and expected_clients_per_round is None:
-      raise ValueError('population needs expected_clients_per_round')
-    if sampling not in (privacy_accounting.POISSON, privacy_accounting.FIXED_SIZE):
-      raise ValueError(f"sampling must be 'poisson' or 'fixed_size', got {sampling!r}")
-    if population is not None:
-      _checks.check_number(population, 'population', low=1, integer=True)
-      if population < expected_clients_per_round:
-        raise ValueError(
-            f'population ({population}) must be at least '
-            f'expected_clients_per_round ({expected_clients_per_round})'
-        )
-    _checks.check_number(target_delta, 'target_delta', low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
-    if population is not None and target_delta >= 1.0 / population:
-      raise ValueError(
-          f'target_delta ({target_delta:g}) must be below 1/population ({1.0 / population:g}): a mechanism that '
-          'publishes one client\'s data in the clear with probability delta would meet it'
-      )
+    self._sampling = privacy_accounting.stated_sampling(sampling, population, expected_clients_per_round, target_delta)
     if max_epsilon is not None:
       _checks.check_number(max_epsilon, 'max_epsilon', low=0.0, low_inclusive=False)
     if inner_factory is not None:
@@ -216,11 +200,6 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     self._noise_multiplier = float(noise_multiplier)
     self._clip = clip
     self._expected = expected_clients_per_round
-    self._sampling = (
-        privacy_accounting.Sampling(sampling, population, expected_clients_per_round)
-        if population is not None
-        else privacy_accounting.Sampling()
-    )
     self._target_delta = float(target_delta)
     self._max_epsilon = max_epsilon
     self._count_stddev, self._value_noise_multiplier = _split_noise(noise_multiplier, clip, expected_clients_per_round)

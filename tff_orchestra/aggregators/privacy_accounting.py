@@ -109,6 +109,31 @@ class Sampling:
     return 'no amplification by sampling (every round assumed to include the client), add/remove one client'
 
 
+def stated_sampling(
+    scheme: str, population: Optional[int], clients_per_round: Optional[int], target_delta: float
+) -> Sampling:
+  """The `Sampling` a DP factory's arguments state (none without `population`), checked with its `target_delta`.
+
+  Raises ValueError for a scheme other than `'poisson'` or `'fixed_size'`, a
+  population without clients per round or below them, or a target delta
+  outside (0, 1) or not below 1 / population.
+  """
+  if scheme not in (POISSON, FIXED_SIZE):
+    raise ValueError(f"sampling must be 'poisson' or 'fixed_size', got {scheme!r}")
+  _checks.check_number(target_delta, 'target_delta', low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+  if population is None:
+    return Sampling()
+  if clients_per_round is None:
+    raise ValueError('population needs expected_clients_per_round')
+  sampling = Sampling(scheme, population, clients_per_round)
+  if target_delta >= 1.0 / population:
+    raise ValueError(
+        f'target_delta ({target_delta:g}) must be below 1/population ({1.0 / population:g}): a mechanism that '
+        "publishes one client's data in the clear with probability delta would meet it"
+    )
+  return sampling
+
+
 def round_event(noise_multiplier: float, sampling: Sampling, against_server: bool = False) -> dp_accounting.DpEvent:
   """The `DpEvent` of one round of the Gaussian mechanism (noise std / clip = `noise_multiplier`).
 
