@@ -77,7 +77,8 @@ class Calibration:
     return math.sqrt(self.draws * self.variance) / self.scale
 
 
-class CentralDiscreteGaussian(composition.ComposableFactory, tff.aggregators.UnweightedAggregationFactory):
+class CentralDiscreteGaussian(privacy_accounting.DifferentiallyPrivateStage, composition.ComposableFactory,
+                              tff.aggregators.UnweightedAggregationFactory):
   """`UnweightedAggregationFactory`: clip, round to integers, sum, add discrete Gaussian noise on the server.
 
   State (`OrderedDict`): `rounds` (rounds released and charged), `sum_agg`
@@ -86,8 +87,6 @@ class CentralDiscreteGaussian(composition.ComposableFactory, tff.aggregators.Unw
   `epsilon`, `epsilon_against_server`, `rounds`, and with `max_epsilon`
   `budget_exhausted`. No clipping statistics leave a client.
   """
-
-  differentially_private = True
 
   def __init__(
       self,
@@ -137,24 +136,12 @@ class CentralDiscreteGaussian(composition.ComposableFactory, tff.aggregators.Unw
     self._beta = float(beta)
 
   @property
-  def noise_multiplier(self) -> float:
-    return self._noise_multiplier
-
-  @property
   def placement(self) -> str:
     return 'central'
 
   @property
   def sampling(self) -> privacy_accounting.Sampling:
     return self._sampling
-
-  @property
-  def target_delta(self) -> float:
-    return self._target_delta
-
-  @property
-  def max_epsilon(self) -> Optional[float]:
-    return self._max_epsilon
 
   def calibrate(self, value_type: tff.Type) -> Calibration:
     """The grid, the noise and the per-round RDP for values of `value_type`."""

@@ -103,7 +103,8 @@ class Calibration:
     return 1.0 / self.scale
 
 
-class DistributedDiscreteGaussian(composition.ComposableFactory, tff.aggregators.UnweightedAggregationFactory):
+class DistributedDiscreteGaussian(privacy_accounting.DifferentiallyPrivateStage, composition.ComposableFactory,
+                                  tff.aggregators.UnweightedAggregationFactory):
   """`UnweightedAggregationFactory`: distributed discrete Gaussian noise through a secure modular sum.
 
   State (`OrderedDict`): `rounds` (rounds released and charged).
@@ -112,8 +113,6 @@ class DistributedDiscreteGaussian(composition.ComposableFactory, tff.aggregators
   `participants`, `released`, `epsilon`, `rounds`, and with `max_epsilon`
   `budget_exhausted`. See the module docstring for the guarantee.
   """
-
-  differentially_private = True
 
   def __init__(
       self,
@@ -186,20 +185,8 @@ class DistributedDiscreteGaussian(composition.ComposableFactory, tff.aggregators
     self._max_epsilon = max_epsilon
 
   @property
-  def noise_multiplier(self) -> float:
-    return self._noise_multiplier
-
-  @property
   def placement(self) -> str:
     return 'distributed'
-
-  @property
-  def target_delta(self) -> float:
-    return self._target_delta
-
-  @property
-  def max_epsilon(self) -> Optional[float]:
-    return self._max_epsilon
 
   @property
   def min_clients(self) -> int:

@@ -95,7 +95,8 @@ class AdaptiveClip:
 ClipType = Union[float, AdaptiveClip]
 
 
-class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAggregationFactory):
+class GaussianNoise(privacy_accounting.DifferentiallyPrivateStage, composition.ComposableFactory,
+                    tff.aggregators.UnweightedAggregationFactory):
   """`UnweightedAggregationFactory`: clip, sum (inner factory), add Gaussian noise.
 
   State (`OrderedDict`): `clip` (the clip norm of the next round), `rounds`
@@ -116,8 +117,6 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
 
   inner_kind = composition.UNWEIGHTED
   inner_output = composition.SUM
-  differentially_private = True
-
   def __init__(
       self,
       noise_multiplier: float,
@@ -208,20 +207,8 @@ class GaussianNoise(composition.ComposableFactory, tff.aggregators.UnweightedAgg
     return tff.aggregators.SumFactory()
 
   @property
-  def noise_multiplier(self) -> float:
-    return self._noise_multiplier
-
-  @property
   def placement(self) -> str:
     return 'central'
-
-  @property
-  def target_delta(self) -> float:
-    return self._target_delta
-
-  @property
-  def max_epsilon(self) -> Optional[float]:
-    return self._max_epsilon
 
   @property
   def value_noise_multiplier(self) -> float:

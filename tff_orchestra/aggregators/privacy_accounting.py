@@ -109,6 +109,33 @@ class Sampling:
     return 'no amplification by sampling (every round assumed to include the client), add/remove one client'
 
 
+class DifferentiallyPrivateStage:
+  """What the trainer and `epsilon_of_stages` ask of a DP factory, and the plumbing its subclasses share.
+
+  A subclass sets `_noise_multiplier`, `_target_delta` and `_max_epsilon`
+  and implements `epsilon_after(rounds, value_type)` (epsilon after that many
+  released rounds on values of that type) and `noised_channel_type(value_type)`
+  (what its noised aggregation carries, for `privacy_check`); `placement`
+  says who adds the noise. `rdp_curve(value_type)` (its unamplified RDP per
+  round) and `sampling` make it composable by `epsilon_of_stages`. A user's
+  factory with these attributes takes part the same way.
+  """
+
+  differentially_private = True
+
+  @property
+  def noise_multiplier(self) -> float:
+    return self._noise_multiplier
+
+  @property
+  def target_delta(self) -> float:
+    return self._target_delta
+
+  @property
+  def max_epsilon(self) -> Optional[float]:
+    return self._max_epsilon
+
+
 def stated_sampling(
     scheme: str, population: Optional[int], clients_per_round: Optional[int], target_delta: float
 ) -> Sampling:
