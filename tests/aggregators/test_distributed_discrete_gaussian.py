@@ -41,10 +41,12 @@ def test_is_an_unweighted_factory_whose_next_has_named_state_and_measurements(st
 
 
 def test_only_the_modular_sum_and_the_count_reach_the_server(struct_process):
-  _, process = struct_process
+  factory, process = struct_process
   tff.test.assert_not_contains_unsecure_aggregation(process.next)
-  found = [(c.intrinsic, c.value_type) for c in privacy_check.channels(process.next)]
-  assert found == [('federated_secure_modular_sum', 'int64[4]'), ('federated_secure_sum_bitwidth', 'int64')]
+  found = privacy_check.channels(process.next, [factory.noised_channel_type(STRUCT)], 'distributed')
+  assert [(c.intrinsic, c.value_type, c.covered_by_epsilon) for c in found] == [
+      ('federated_secure_modular_sum', 'int64[4]', True), ('federated_secure_sum_bitwidth', 'int64', False)
+  ]
 
 
 def test_without_noise_it_returns_the_mean_up_to_the_grid(struct_process):

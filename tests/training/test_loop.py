@@ -201,20 +201,6 @@ def test_a_privacy_budget_ends_training_after_the_last_round_it_allows(tmp_path,
   assert any('clipped=float32' in c['value_type'] for c in report['channels'])  # the clipping statistics
 
 
-def test_distributed_noise_trains_and_its_report_marks_the_modular_sum_as_noised(tmp_path, capsys):
-  spec = 'distributed_discrete_gaussian:noise_multiplier=1.0,clip=1.0'
-  result = training.run(_config(tmp_path, rounds=1, aggregators=(spec,)))
-  last = result['rows'][-1]
-  assert last['aggregator/released'] and last['aggregator/participants'] == 2 and last['aggregator/rounds'] == 2
-  assert np.isfinite(last['aggregator/epsilon']) and result['table']
-  report = json.loads((tmp_path / 'privacy_report.json').read_text())
-  noised = [c for c in report['channels'] if c['covered_by_epsilon']]
-  assert [(c['intrinsic'], c['noised_by']) for c in noised] == [
-      ('federated_secure_modular_sum', 'distributed_discrete_gaussian (distributed, z = 1)')
-  ]
-  assert 'note: privacy: ' + report['summary'] in capsys.readouterr().out
-
-
 def test_private_centroids_leave_nothing_outside_epsilon(tmp_path, capsys):
   update = 'central_discrete_gaussian:noise_multiplier=1.0,clip=1.0'
   centroids = 'central_discrete_gaussian:noise_multiplier=1.0,clip=1.0,output=sum'
