@@ -27,7 +27,7 @@ scaling and the rotation: post-processing of the noisy integer sum. A
 coordinate whose noisy sum left that range wraps around; that costs accuracy,
 never privacy, since the released value is a function of the noisy sum.
 
-**Guarantee** (`epsilon` in the measurements, `epsilon()` in Python), for what
+**Guarantee** (`epsilon` in the measurements, `epsilon_after()` in Python), for what
 the server sees of this value, against the server itself (which draws the
 clients and knows who took part, so no amplification by sampling is claimed):
 (epsilon, target_delta)-DP under `relation`:
