@@ -17,7 +17,7 @@ def _three_stages(**chain_kwargs):
     return agg.chain(
         agg.ClusterQualityWeighting(2, sketch_dim=16),
         agg.GaussianNoise(0.0, 100.0, output='sum'),
-        agg.SecureFixedPointSum(10.0, bits=24),
+        agg.secure_integer_sum(),
         **chain_kwargs,
     )
 
@@ -31,7 +31,7 @@ def test_three_stages_nest_in_data_flow_order(three_stage_process):
   measurements = three_stage_process.next.type_signature.result.measurements.member
   secure = measurements.cluster_quality.mean_value.dp
   assert list(dict(tff.structure.iter_elements(secure))) == [
-      'secure_clipped_count', 'secure_bound', 'secure_quantization_step', 'non_finite_clients'
+      'secure_upper_clipped_count', 'secure_lower_clipped_count', 'secure_upper_threshold', 'secure_lower_threshold'
   ]
   assert 'epsilon' in dict(tff.structure.iter_elements(measurements.cluster_quality.mean_value))
   assert 'quality_mean' in dict(tff.structure.iter_elements(measurements))

@@ -57,12 +57,12 @@ FACTORIES = {
     'ClusterQualityWeighting': (lambda: agg.ClusterQualityWeighting(2, sketch_dim=16), True),
     'user pass-through over a sum': (lambda: ClipEachCoordinate(2.0), False),
     'user duck-typed mean': (DuckTypedMean, False),
-    'chain of sums': (lambda: agg.chain(agg.GaussianNoise(0.0, 10.0, output='sum'), agg.SecureFixedPointSum(4.0, bits=24)), False),
+    'chain of sums': (lambda: agg.chain(agg.GaussianNoise(0.0, 10.0, output='sum'), agg.secure_integer_sum()), False),
     'chain, weighted': (
         lambda: _quiet_chain(
             agg.ClusterQualityWeighting(2, sketch_dim=16),
             agg.GaussianNoise(0.0, 10.0, expected_clients_per_round=CLIENTS),
-            agg.SecureFixedPointSum(4.0, bits=24),
+            agg.secure_integer_sum(),
         ),
         True,
     ),
@@ -124,7 +124,7 @@ def test_as_model_aggregator_names_the_argument():
 def test_chain_makes_the_stage_after_a_weighted_one_a_sum():
   factory = _quiet_chain(
       agg.ClusterQualityWeighting(2), agg.GaussianNoise(0.0, 100.0, expected_clients_per_round=4),
-      agg.SecureFixedPointSum(10.0, bits=24),
+      agg.secure_integer_sum(),
   )
   noise = factory.inner_factory  # MeanFactory(value_sum_factory=GaussianNoise(..., output='sum'))
   assert isinstance(noise, tff.aggregators.MeanFactory)

@@ -14,10 +14,8 @@ import pytest
 import tensorflow_federated as tff
 
 from tff_orchestra import aggregators as agg
-from tff_orchestra.aggregators import privacy_accounting
 
 EXPECTED = 4
-POISSON = privacy_accounting.Sampling('poisson', 100, EXPECTED)
 CLIENTS_PER_ROUND = (4, 2, 3, 1)  # one full round, then dropouts
 VALUE = tff.TensorType(np.float32, [3])
 WEIGHT = tff.TensorType(np.float32)
@@ -33,7 +31,7 @@ def _chain():
     return agg.chain(
         agg.ClusterQualityWeighting(2, sketch_dim=16),
         agg.GaussianNoise(0.0, clip=100.0, expected_clients_per_round=EXPECTED),
-        agg.SecureFixedPointSum(100.0, bits=30, max_clients=EXPECTED),
+        agg.secure_integer_sum(),
     )
 
 
@@ -76,8 +74,7 @@ def test_central_noise_is_accounted_by_rounds_not_participants():
   for clients in CLIENTS_PER_ROUND:
     output = process.next(state, _values(clients))
     state = output.state
-  expected = privacy_accounting.epsilon_python(1.0, POISSON, len(CLIENTS_PER_ROUND), 1e-5)
-  assert output.measurements['epsilon'] == pytest.approx(expected, rel=1e-6)
+  assert output.measurements['epsilon'] == pytest.approx(factory.epsilon_after(len(CLIENTS_PER_ROUND), VALUE), rel=1e-9)
   assert output.measurements['rounds'] == len(CLIENTS_PER_ROUND)
 
 

@@ -45,7 +45,7 @@ def _three_chained():
     return agg.chain(
         agg.ClusterQualityWeighting(2),
         agg.GaussianNoise(0.01, 5.0, expected_clients_per_round=4),
-        agg.SecureFixedPointSum(8.0, bits=24, max_clients=4),
+        agg.secure_integer_sum(),
     )
 
 
@@ -90,7 +90,9 @@ def test_trains_in_fed_avg(name):
   if name == 'three_chained':
     dp = aggregator['cluster_quality']['mean_value']
     assert np.isfinite(dp['epsilon']) and dp['rounds'] == ROUNDS
-    assert set(dp['dp']) == {'secure_clipped_count', 'secure_bound', 'secure_quantization_step', 'non_finite_clients'}
+    assert set(dp['dp']) == {
+        'secure_upper_clipped_count', 'secure_lower_clipped_count', 'secure_upper_threshold', 'secure_lower_threshold'
+    }
 
 
 def _weights_after_one_round(learner):
@@ -99,16 +101,16 @@ def _weights_after_one_round(learner):
 
 
 # The same words give the same model update as TFF's own mean: zero noise, a clip and
-# bounds that touch nothing, and 30 bits of fixed point (error ~1e-8 per coordinate).
+# bounds that touch nothing, and a grid of 2**30 steps per clip (error ~1e-6 per coordinate).
 MEAN_COMPOSITIONS = {
     'weighted chain': (True, lambda: agg.chain(
         agg.ClusterQualityWeighting(2),
         agg.GaussianNoise(0.0, 1e3, expected_clients_per_round=4),
-        agg.SecureFixedPointSum(100.0, bits=30, max_clients=4),
+        agg.secure_integer_sum(),
     )),
     'GaussianNoise alone': (False, lambda: agg.GaussianNoise(0.0, 1e3, expected_clients_per_round=4)),
     'unweighted chain of sums': (False, lambda: agg.chain(
-        agg.GaussianNoise(0.0, 1e3, output='sum'), agg.SecureFixedPointSum(100.0, bits=30, max_clients=4)
+        agg.GaussianNoise(0.0, 1e3, output='sum'), agg.secure_integer_sum()
     )),
 }
 

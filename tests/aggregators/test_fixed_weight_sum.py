@@ -23,8 +23,8 @@ def test_the_mean_divides_by_the_stated_total_and_nothing_is_aggregated():
 
 def test_a_chain_can_send_nothing_outside_its_noise():
   """Quality statistics and updates noised, the quality range and the weight sum dropped."""
-  statistics_noise = agg.CentralDiscreteGaussian(1.0, 2.0, output='sum')
-  update_noise = agg.CentralDiscreteGaussian(1.0, 1.0, expected_clients_per_round=3)
+  statistics_noise = agg.GaussianNoise(1.0, 2.0, output='sum', report_clipping=False)
+  update_noise = agg.GaussianNoise(1.0, 1.0, expected_clients_per_round=3, report_clipping=False)
   with pytest.warns(UserWarning, match='sums the client weights without noise'):
     factory = agg.chain(
         agg.ClusterQualityWeighting(2, sketch_dim=8, report_quality_range=False, statistics_sum_factory=statistics_noise),

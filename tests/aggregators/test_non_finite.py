@@ -37,7 +37,7 @@ def _readme_chain():
     return agg.chain(
         agg.ClusterQualityWeighting(2, sketch_dim=16),
         agg.GaussianNoise(0.0, clip=100.0, expected_clients_per_round=5),
-        agg.SecureFixedPointSum(100.0, bits=30, max_clients=8),
+        agg.secure_integer_sum(),
     )
 
 

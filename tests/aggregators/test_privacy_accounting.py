@@ -97,9 +97,9 @@ def test_epsilon_of_stages_composes_factories_that_share_the_sampling():
 
   value_type = tff.TensorType(np.float32, [100])
   kwargs = dict(expected_clients_per_round=10, population=1000, sampling='fixed_size')
-  update, statistics = agg.CentralDiscreteGaussian(1.0, 1.0, **kwargs), agg.GaussianNoise(3.0, 1.0, **kwargs)
+  update, statistics = agg.GaussianNoise(1.0, 1.0, **kwargs), agg.GaussianNoise(3.0, 1.0, **kwargs)
   both = pa.epsilon_of_stages([update, statistics], [value_type, value_type], 20, 1e-5)
-  assert both > update.epsilon_after(20, value_type) and both > statistics.epsilon_after(20)
+  assert both > update.epsilon_after(20, value_type) and both > statistics.epsilon_after(20, value_type)
   other = agg.GaussianNoise(3.0, 1.0, expected_clients_per_round=10, population=1000)  # Poisson
   with pytest.raises(ValueError, match='the same sampling'):
     pa.epsilon_of_stages([update, other], [value_type, value_type], 20, 1e-5)

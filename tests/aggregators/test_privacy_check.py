@@ -16,15 +16,13 @@ def test_the_readme_chain_releases_eight_channels_in_the_clear():
   # Issue 15, finding 4: TFF's static check finds 5 plain aggregations; the secure ones reveal exact totals too.
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', UserWarning)
-    factory = agg.chain(
-        agg.ClusterQualityWeighting(2), agg.GaussianNoise(1.0, clip=1.0, expected_clients_per_round=2),
-        agg.SecureFixedPointSum(2.0),
-    )
+    noise = agg.GaussianNoise(1.0, clip=1.0, expected_clients_per_round=2)
+    factory = agg.chain(agg.ClusterQualityWeighting(2), noise, agg.secure_integer_sum())
   process = factory.create(VALUE, WEIGHT)
-  found = privacy_check.channels(process.next, [VALUE], 'central Gaussian noise')
+  found = privacy_check.channels(process.next, [noise.noised_channel_type(VALUE)], 'central discrete Gaussian noise')
   assert [(c.intrinsic, c.secure, c.covered_by_epsilon) for c in found] == [
-      ('federated_secure_sum_bitwidth', True, True),  # the clipped, noised updates, as fixed-point int64
-      ('federated_secure_sum_bitwidth', True, False),  # the secure sum's clipped, non-finite, participant counts
+      ('federated_secure_sum_bitwidth', True, True),  # the clipped updates on the noise's integer grid
+      ('federated_secure_sum_bitwidth', True, False),  # the secure sum's counts of clipped coordinates
       ('federated_secure_sum_bitwidth', True, False),
       ('federated_secure_sum_bitwidth', True, False),
       ('federated_sum', False, False),  # GaussianNoise's clipping statistics

@@ -54,17 +54,17 @@ def test_a_noise_stage_accounts_the_sampling_the_run_does():
 CLI_AND_PYTHON = [
     (
         ('cluster_quality:num_clusters=2,sketch_dim=16', 'gaussian_noise:noise_multiplier=0.0,clip=100.0',
-         'secure_sum:bound=100.0,bits=30'),
+         'secure_integer_sum'),
         lambda: agg.chain(
             agg.ClusterQualityWeighting(2, sketch_dim=16, seed=7),
             agg.GaussianNoise(0.0, clip=100.0, expected_clients_per_round=3),
-            agg.SecureFixedPointSum(100.0, bits=30, max_clients=3),
+            agg.secure_integer_sum(),
         ),
     ),
     (('gaussian_noise:noise_multiplier=0.0,clip=10.0',), lambda: agg.GaussianNoise(0.0, 10.0, expected_clients_per_round=3)),
-    (('gaussian_noise:noise_multiplier=0.0,clip=10.0,output=sum', 'secure_sum:bits=20,bound=5.0'),
+    (('gaussian_noise:noise_multiplier=0.0,clip=10.0,output=sum', 'secure_integer_sum:bound=1000000000'),
      lambda: agg.chain(agg.GaussianNoise(0.0, 10.0, output='sum', expected_clients_per_round=3),
-                       agg.SecureFixedPointSum(5.0, bits=20, max_clients=3))),
+                       agg.secure_integer_sum(10**9))),
     (('secure_sum:bits=20,bound=5.0',), lambda: agg.chain(agg.SecureFixedPointSum(5.0, bits=20, max_clients=3))),
     ((), tff.aggregators.MeanFactory),
 ]

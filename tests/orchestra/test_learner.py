@@ -148,8 +148,8 @@ def mean_weights(process):
 @pytest.mark.parametrize(
     'make_factory',
     [
-        lambda: agg.GaussianNoise(0.0, clip=1e6, expected_clients_per_round=3),
-        lambda: agg.chain(agg.GaussianNoise(0.0, clip=1e6, output='sum'), agg.SecureFixedPointSum(1e3, bits=40, max_clients=3)),
+        lambda: agg.GaussianNoise(0.0, clip=1e3, expected_clients_per_round=3),
+        lambda: agg.chain(agg.GaussianNoise(0.0, clip=1e3, output='sum'), agg.secure_integer_sum()),
     ],
     ids=['GaussianNoise alone', 'chain of sums'],
 )
@@ -194,8 +194,8 @@ def test_noised_updates_keep_batchnorm_variances_non_negative():
 def test_private_centroids_send_nothing_but_the_two_factories_aggregations():
   from tff_orchestra.aggregators import privacy_check  # pylint: disable=import-outside-toplevel
 
-  update_noise = agg.CentralDiscreteGaussian(0.01, 10.0, expected_clients_per_round=3)
-  centroid_noise = agg.CentralDiscreteGaussian(0.01, 2.0, output='sum')
+  update_noise = agg.GaussianNoise(0.01, 10.0, expected_clients_per_round=3, report_clipping=False)
+  centroid_noise = agg.GaussianNoise(0.01, 2.0, output='sum', report_clipping=False)
   process = orchestra.build_orchestra_process(
       SHAPE, config=CONFIG, client_weighting=tff.learning.ClientWeighting.UNIFORM,
       model_update_aggregation_factory=update_noise, centroid_aggregation_factory=centroid_noise,

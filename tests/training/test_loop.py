@@ -202,8 +202,8 @@ def test_a_privacy_budget_ends_training_after_the_last_round_it_allows(tmp_path,
 
 
 def test_private_centroids_leave_nothing_outside_epsilon(tmp_path, capsys):
-  update = 'central_discrete_gaussian:noise_multiplier=1.0,clip=1.0'
-  centroids = 'central_discrete_gaussian:noise_multiplier=1.0,clip=1.0,output=sum'
+  update = 'gaussian_noise:noise_multiplier=1.0,clip=1.0,report_clipping=False'
+  centroids = 'gaussian_noise:noise_multiplier=1.0,clip=1.0,output=sum,report_clipping=False'
   result = training.run(_config(
       tmp_path, rounds=1, aggregators=(update,), centroid_aggregator=centroids, client_weighting='uniform',
   ))

@@ -2,14 +2,15 @@
 
 * `ClusterQualityWeighting` (weighted): scales client weights by how well
   their update fits a well-populated cluster of the round's updates.
-* `GaussianNoise` (unweighted): clipping, central Gaussian DP noise, and
+* `GaussianNoise` (unweighted): clipping (fixed or adaptive), central DP
+  noise drawn exactly on an integer grid (no floating-point leak), and
   epsilon accounting in the measurements, for the clients' `Sampling`
   (`privacy_accounting.py`).
-* `CentralDiscreteGaussian` (unweighted): central DP with integer noise on a
-  grid, so no floating-point leak; the same sampling and accounting API.
 * `DistributedDiscreteGaussian` (unweighted): each client's integer noise
   through a secure modular sum (distributed DP), accounted against the server
   (`discrete_gaussian.py` samples the noise exactly).
+* `secure_integer_sum()`: TFF's secure sum of integers, sized for
+  `GaussianNoise`'s grid vectors (its secure inner sum).
 * `SecureFixedPointSum` (unweighted): floats summed with TFF's secure
   intrinsics as fixed-point integers with unbiased rounding.
 * `FixedWeightSum` (unweighted): a `weight_sum_factory` that releases
@@ -23,7 +24,6 @@
   which of them a DP guarantee covers.
 """
 
-from tff_orchestra.aggregators.central_discrete_gaussian import CentralDiscreteGaussian
 from tff_orchestra.aggregators.chain import chain
 from tff_orchestra.aggregators.cluster_quality import ClusterQualityWeighting
 from tff_orchestra.aggregators.cluster_quality import signed_fold_sketch
@@ -35,6 +35,7 @@ from tff_orchestra.aggregators.distributed_discrete_gaussian import DistributedD
 from tff_orchestra.aggregators.fixed_weight_sum import FixedWeightSum
 from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip
 from tff_orchestra.aggregators.gaussian_noise import GaussianNoise
+from tff_orchestra.aggregators.gaussian_noise import secure_integer_sum
 from tff_orchestra.aggregators.privacy_accounting import Sampling
 from tff_orchestra.aggregators.registry import register_aggregator
 from tff_orchestra.aggregators.registry import registered_aggregators
@@ -43,7 +44,6 @@ from tff_orchestra.aggregators.secure_fixed_point import encode_fixed_point
 
 __all__ = [
     'AdaptiveClip',
-    'CentralDiscreteGaussian',
     'ClusterQualityWeighting',
     'ComposableFactory',
     'ComposableStage',
@@ -58,5 +58,6 @@ __all__ = [
     'output_of',
     'register_aggregator',
     'registered_aggregators',
+    'secure_integer_sum',
     'signed_fold_sketch',
 ]

@@ -9,7 +9,7 @@ example the expected clients per round, as DP-FedAvg divides by it), so the
 mean is `sum_i w_i x_i / total`: smaller than the weighted mean when fewer
 clients, or smaller weights, take part.
 
-    agg.chain(agg.ClusterQualityWeighting(4), agg.CentralDiscreteGaussian(...),
+    agg.chain(agg.ClusterQualityWeighting(4), agg.GaussianNoise(...),
               weight_sum_factory=agg.FixedWeightSum(10.0))
 """
 

@@ -1,7 +1,7 @@
 """Values as integer vectors: flattening, the rounding that bounds their norm, and back.
 
 Shared by the discrete Gaussian factories (`distributed_discrete_gaussian.py`,
-`central_discrete_gaussian.py`): a client's value is flattened to one float64
+`gaussian_noise.py`): a client's value is flattened to one float64
 vector, scaled onto the integer grid and rounded by conditional randomized
 rounding (Kairouz, Liu and Steinke 2021, Section 4.1), whose squared L2 norm
 bound is checked in int64 and so holds exactly: it is the sensitivity the

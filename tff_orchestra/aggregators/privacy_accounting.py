@@ -288,7 +288,7 @@ def joint_epsilon(
 
 def epsilon_of_stages(stages: Sequence, value_types: Sequence, rounds: int, target_delta: float,
                       against_server: bool = False) -> float:
-  """`joint_epsilon` of DP factories (`GaussianNoise`, `CentralDiscreteGaussian`) on the values they see.
+  """`joint_epsilon` of DP factories (`GaussianNoise`, or a user's with `rdp_curve`) on the values they see.
 
   The stages must account the same `sampling` (the same clients feed all of
   them). Raises ValueError otherwise, or for a stage without `rdp_curve`

@@ -28,13 +28,12 @@ from typing import Any, Optional
 
 import tensorflow_federated as tff
 
-from tff_orchestra.aggregators.central_discrete_gaussian import CentralDiscreteGaussian
 from tff_orchestra.aggregators.chain import chain
 from tff_orchestra.aggregators.cluster_quality import ClusterQualityWeighting
 from tff_orchestra.aggregators.composition import Factory, is_factory
 from tff_orchestra.aggregators.distributed_discrete_gaussian import DistributedDiscreteGaussian
 from tff_orchestra.aggregators import privacy_accounting
-from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip, GaussianNoise
+from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip, GaussianNoise, secure_integer_sum
 from tff_orchestra.aggregators.secure_fixed_point import SecureFixedPointSum
 
 _NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_.-]*\Z')
@@ -217,12 +216,7 @@ register_aggregator(
     },
     named_values={'clip': {'adaptive': AdaptiveClip}},
 )
-register_aggregator(
-    'central_discrete_gaussian', CentralDiscreteGaussian,
-    run_defaults={
-        'expected_clients_per_round': 'clients_per_round', 'population': 'num_clients', 'sampling': 'client_sampling',
-    },
-)
+register_aggregator('secure_integer_sum', secure_integer_sum)
 register_aggregator(
     'distributed_discrete_gaussian', DistributedDiscreteGaussian,
     run_defaults={'expected_clients_per_round': 'clients_per_round'},

@@ -33,7 +33,7 @@ instead of its local centroids, each client sends, for every global centroid,
 the sum and the mass of its memory bank's projections assigned to it
 (Sinkhorn-balanced soft assignments against the broadcast centroids, as
 local clustering assigns), divided by the bank size so that each part has
-norm at most 1; the factory (for example `CentralDiscreteGaussian(...,
+norm at most 1; the factory (for example `GaussianNoise(...,
 output='sum')`) sums them, noised; the server moves each global centroid to
 its normalised summed projection when that cluster received at least one
 projection's mass, and keeps it otherwise (one step of federated spherical

@@ -132,7 +132,7 @@ def build_orchestra_process(
     centroid_aggregation_factory: None (default, the reference's way: local
       centroids and loss sums reach the server in the clear), or an
       unweighted factory yielding the *sum* (e.g.
-      `CentralDiscreteGaussian(..., output='sum')`) through which the clients'
+      `GaussianNoise(..., output='sum')`) through which the clients'
       per-global-centroid projection sums travel (`client_work.py`, private
       centroids); the loss sums are then not aggregated.
 

@@ -98,7 +98,7 @@ class AggregationConfig:
   )
   centroid_aggregator: str = setting(
       '',
-      help='private centroids: a stage NAME[:KEY=VALUE,...] that yields the sum (e.g. central_discrete_gaussian:'
+      help='private centroids: a stage NAME[:KEY=VALUE,...] that yields the sum (e.g. gaussian_noise:'
       'noise_multiplier=1.0,clip=2.0,output=sum) through which clients send per-centroid projection sums instead '
       'of their local centroids and loss sums; empty: the reference way, in the clear',
   )
@@ -334,10 +334,10 @@ def stage_value_type(config: TrainConfig, spec: str, update_type: Any) -> Any:
   return centroid_sums_type(config) if spec == config.aggregation.centroid_aggregator else update_type
 
 
-def privacy_notes(config: TrainConfig, update_type: Optional[Any] = None) -> list[str]:
+def privacy_notes(config: TrainConfig, update_type: Any) -> list[str]:
   """One line for each DP stage whose guarantee after the run's rounds says little.
 
-  `update_type`: the model update's TFF type (distributed noise's epsilon depends on its size).
+  `update_type`: the model update's TFF type (the integer mechanisms' epsilon depends on its size).
   """
   rounds = config.run.rounds + 1  # round 0 goes through the aggregator too
   notes = []
@@ -362,7 +362,7 @@ def noise_description(config: TrainConfig) -> Optional[str]:
   return ', '.join(f'{spec.partition(":")[0]} ({s.placement}, z = {s.noise_multiplier:g})' for spec, s in noised)
 
 
-def rounds_within_budget(config: TrainConfig, update_type: Optional[Any] = None) -> tuple[Optional[int], Optional[str]]:
+def rounds_within_budget(config: TrainConfig, update_type: Any) -> tuple[Optional[int], Optional[str]]:
   """How many rounds (round 0 included) the run's DP stages with `max_epsilon` allow, and which stage stops it.
 
   (None, None) when no stage has a budget. Every round of the run goes
