@@ -11,8 +11,8 @@ table and writes JSON.
 
     python benchmarks/aggregation_overhead.py --sizes 10000 1000000 --clients 20
 
-Pairs: ClusterQualityWeighting vs MeanFactory; GaussianNoise and
-CentralDiscreteGaussian vs DifferentiallyPrivateFactory.gaussian_fixed;
+Pairs: ClusterQualityWeighting vs MeanFactory; GaussianNoise (integer grid,
+exact discrete noise) vs DifferentiallyPrivateFactory.gaussian_fixed (float noise);
 DistributedDiscreteGaussian vs TFF's own (private) DistributedDpSumFactory with
 the discrete Gaussian (float-based sampler, no epsilon); SecureFixedPointSum vs
 SecureSumFactory; the three chained vs tff.learning.robust_aggregator().
@@ -47,19 +47,13 @@ def _pairs(clients: int):
     chained = agg.chain(
         agg.ClusterQualityWeighting(4),
         agg.GaussianNoise(0.1, clip=1.0, expected_clients_per_round=clients),
-        agg.SecureFixedPointSum(1.0, bits=24, max_clients=clients),
+        agg.secure_integer_sum(),
     )
   return [
       ('cluster_quality vs MeanFactory', agg.ClusterQualityWeighting(4), tff.aggregators.MeanFactory(), True),
       (
           'gaussian_noise vs DP gaussian_fixed',
           agg.GaussianNoise(0.1, clip=1.0, expected_clients_per_round=clients, output='mean'),
-          tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(0.1, clients, 1.0),
-          False,
-      ),
-      (
-          'central_discrete_gaussian vs DP gaussian_fixed',
-          agg.CentralDiscreteGaussian(0.1, clip=1.0, expected_clients_per_round=clients),
           tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(0.1, clients, 1.0),
           False,
       ),

@@ -16,8 +16,7 @@ which is what every canary's presence is.
 
 Each mechanism is audited against the epsilon the library reports for it:
 
-* `central` (`GaussianNoise`), `central discrete` (`CentralDiscreteGaussian`)
-  and `distributed` (`DistributedDiscreteGaussian`
+* `central` (`GaussianNoise`) and `distributed` (`DistributedDiscreteGaussian`
   with every slot a client, sending zeros when its canary is out, so the noise
   shares are all there: its zero-out relation, sensitivity `clip`): the lower
   bound must stay below the epsilon each reports, or the accounting (or the
@@ -47,7 +46,7 @@ from report import write_report
 from scipy import stats
 
 CONFIDENCE = 0.95
-MECHANISMS = ('central', 'central discrete', 'distributed', 'broken: noise halved', 'broken: noise off')
+MECHANISMS = ('central', 'distributed', 'broken: noise halved', 'broken: noise off')
 
 
 def p_value(canaries: int, guesses: int, correct: int, epsilon: float, delta: float) -> float:
@@ -84,8 +83,6 @@ def _factory(mechanism: str, noise_multiplier: float, clip: float, slots: int, d
   actual = {'broken: noise halved': noise_multiplier / 2.0, 'broken: noise off': 0.0}.get(mechanism, noise_multiplier)
   if mechanism == 'distributed':
     return agg.DistributedDiscreteGaussian(actual, clip, expected_clients_per_round=slots, target_delta=delta, output='sum')
-  if mechanism == 'central discrete':
-    return agg.CentralDiscreteGaussian(actual, clip, target_delta=delta, output='sum')
   return agg.GaussianNoise(actual, clip, target_delta=delta, output='sum')
 
 

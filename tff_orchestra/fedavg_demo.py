@@ -4,7 +4,7 @@ Trains a small Keras classifier on scikit-learn's handwritten digits (shipped
 with scikit-learn: no download), split across non-IID clients (each holds
 mostly two classes), with
 
-    chain(ClusterQualityWeighting -> GaussianNoise -> SecureFixedPointSum)
+    chain(ClusterQualityWeighting -> GaussianNoise -> secure_integer_sum)
 
 as `model_aggregator` of `tff.learning.algorithms.build_weighted_fed_avg`, and
 prints the loss and the aggregator's measurements every round.
@@ -60,7 +60,7 @@ def run(rounds: int = 10, num_clients: int = 10, seed: int = 0, noise_multiplier
   factory = agg.chain(
       agg.ClusterQualityWeighting(num_clusters=3, seed=seed),
       agg.GaussianNoise(noise_multiplier, clip=2.0, expected_clients_per_round=num_clients),
-      agg.SecureFixedPointSum(bound=2.5, bits=20, max_clients=num_clients),
+      agg.secure_integer_sum(),
   )
   learner = tff.learning.algorithms.build_weighted_fed_avg(
       _model_fn,
@@ -92,7 +92,7 @@ def _report(round_num: int, metrics) -> dict:
       quality_min=float(aggregator['quality_min']),
       epsilon=float(dp['epsilon']),
       clipped_fraction=float(dp['clipped_fraction']),
-      secure_clipped_count=int(dp['dp']['secure_clipped_count']),
+      secure_clipped_count=int(dp['dp']['secure_upper_clipped_count'] + dp['dp']['secure_lower_clipped_count']),
   )
   tqdm.write(
       f'round {round_num:2d}  loss {row["loss"]:.3f}  accuracy {row["accuracy"]:.3f}'

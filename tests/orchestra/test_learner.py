@@ -182,7 +182,7 @@ def test_bad_arguments():
 def test_noised_updates_keep_batchnorm_variances_non_negative():
   learner = orchestra.build_orchestra_process(
       SHAPE, config=CONFIG,
-      model_update_aggregation_factory=agg.GaussianNoise(20.0, clip=1.0, expected_clients_per_round=3, output='mean'),
+      model_update_aggregation_factory=agg.GaussianNoise(2.0, clip=10.0, expected_clients_per_round=3, output='mean'),
   )
   state = learner.next(learner.initialize(), _client_datasets()).state
   names = [v.name for v in orchestra.OrchestraNetworks(orchestra.small_cnn, SHAPE, CONFIG.projection_dim).non_trainable]

@@ -334,7 +334,10 @@ class GaussianNoise(privacy_accounting.DifferentiallyPrivateStage, composition.C
     clip_steps = max(STEPS_PER_NOISE_STD / z if z > 0 else NOISELESS_CLIP_STEPS,
                      ROUNDING_STEPS_PER_ROOT_DIMENSION * math.sqrt(dimension))
     if (clip_steps + math.sqrt(dimension)) ** 2 >= integer_grid.MAX_SQUARED_NORM:
-      raise ValueError(f'GaussianNoise: {dimension} coordinates are too many for an int64 norm check')
+      raise ValueError(
+          f'GaussianNoise: a grid of {clip_steps:.3g} steps per clip over {dimension} coordinates (noise_multiplier '
+          f'{self._noise_multiplier:g}) is too fine for the int64 norm check: raise noise_multiplier or use fewer coordinates'
+      )
     variance, draws = _draws_for(z * clip_steps)
     l2_bound_squared = math.floor(integer_grid.rounded_squared_norm_bound(clip_steps, self._beta, dimension))
     count_step, count_variance, count_draws = 0, 0, 1

@@ -1,40 +1,40 @@
-"""Accounting of the sampled Gaussian mechanism, in Python and in-graph.
+"""Privacy accounting: sampling and neighbouring relations, RDP of what runs, epsilon in Python and in-graph.
 
 What is accounted (`Sampling`): the neighbouring relation follows from how a
 round's clients are drawn.
 
 * `'poisson'`: each client of `population` takes part independently with
   probability q = `clients_per_round / population`. Relation: adding or
-  removing one client; sensitivity `clip`. Event: `PoissonSampledDpEvent`.
+  removing one client; sensitivity `clip`.
 * `'fixed_size'`: exactly `clients_per_round` of `population`, drawn uniformly
   without replacement (what `tff-orchestra train` does). Relation: replacing
   one client's data by another's, the population size public; the sum of
-  clipped values then moves by up to `2 * clip`, so the event is
-  `SampledWithoutReplacementDpEvent` of a Gaussian with half the noise
-  multiplier (Wang, Balle and Kasiviswanathan 2019, as dp_accounting has it).
-  With adaptive clipping the noised count doubles its sensitivity too (a
-  client's centred indicator moves by 1, not 1/2), so the combined noise
-  multiplier is again halved.
-  When that is every client of the population, there is no sampling: every
-  round includes every client, and adding one includes it too, so the
-  relation is add/remove and the event a plain Gaussian, as for `'none'`.
+  clipped values then moves by up to `2 * clip` (and an adaptive clip's count
+  by twice as much too). When that is every client of the population, there
+  is no sampling: every round includes every client, and adding one includes
+  it too, so the relation is add/remove, as for `'none'`.
 * `'none'`: no amplification: every round is assumed to include the client.
   Relation: add or remove one client.
 
 Against the server, which draws the clients and sees who took part, sampling
 does not amplify: `against_server=True` accounts every round as including
-the client, under the same relation (a plain Gaussian; half the noise
-multiplier under replace-one), so the two numbers compare.
+the client, under the same relation, so the two numbers compare.
+
+The factories run discrete Gaussian noise on integers; their RDP is
+`discrete_gaussian_sum_rdp` (Kairouz, Liu and Steinke 2021, Proposition 14),
+amplified by sampling with bounds valid for any RDP curve (`amplified_rdp`).
+`round_event`, `rdp_per_round` and `epsilon_python` give dp_accounting's
+numbers for the real-valued Gaussian mechanism (RDP, or its tighter PLD
+accountant): the reference the tests and notebooks compare with, not what any
+factory here runs.
 
 `dp_accounting` is Python; TFF runs aggregation on a C++ worker that cannot
-call Python. Every round of a Gaussian mechanism with fixed noise multiplier and
-sampling spends the same Renyi-DP vector, so we ask `dp_accounting` for
-that vector once, at `create()`, and convert `rounds * rdp` to epsilon inside
-the TensorFlow graph with the same formula `dp_accounting` uses
-(`rdp_privacy_accountant.compute_epsilon`: Proposition 12 of Canonne, Kamath
-and Steinke 2020). The result equals `RdpAccountant.get_epsilon` for the same
-`DpEvent` and relation; tests check that. The PLD accountant (tighter) is
-available in Python (`epsilon_of_event(..., accountant='pld')`).
+call Python. Every round of a mechanism with fixed noise and sampling spends
+the same Renyi-DP vector, so the factories compute it once, at `create()`,
+and convert `rounds * rdp` to epsilon inside the TensorFlow graph with the
+formula `dp_accounting` uses (`rdp_privacy_accountant.compute_epsilon`:
+Proposition 12 of Canonne, Kamath and Steinke 2020); tests check it equals
+`RdpAccountant.get_epsilon` for the same RDP.
 """
 
 from __future__ import annotations
