@@ -40,7 +40,7 @@ def test_aggregation_overhead_smoke(tmp_path):
       'aggregation_overhead.py', '--sizes', '100', '--clients', '3', '--warmup', '1', '--rounds', '1',
       json_path=tmp_path / 'overhead.json',
   )
-  assert len(report['results']) == 6 and all(r['ratio'] > 0 for r in report['results'])
+  assert len(report['results']) == 5 and all(r['ratio'] > 0 for r in report['results'])
   [client_side] = report['client_side_work']
   assert client_side['signed_fold_sketch'] > 0 and client_side['encode_fixed_point'] > 0
 

@@ -93,7 +93,7 @@ def _chain():
     return agg.chain(
         agg.ClusterQualityWeighting(2, sketch_dim=64),
         agg.GaussianNoise(1e-3, clip=100.0, expected_clients_per_round=3),
-        agg.SecureFixedPointSum(100.0, bits=30, max_clients=3),
+        agg.secure_integer_sum(),
     )
 
 
@@ -126,7 +126,7 @@ def test_trains_with_each_factory(name):
   aggregator = output.metrics['aggregator']
   if name == 'three_chained':
     assert np.isfinite(aggregator['cluster_quality']['mean_value']['epsilon'])
-    assert 'secure_bound' in aggregator['cluster_quality']['mean_value']['dp']
+    assert 'secure_upper_threshold' in aggregator['cluster_quality']['mean_value']['dp']
   if name == 'gaussian_noise':
     assert aggregator['rounds'] == 3
 

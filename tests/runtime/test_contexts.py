@@ -44,13 +44,13 @@ def two_workers():
 
 
 def _chain(max_clients):
-  """The three factories chained, with zero noise: random only in fixed-point rounding (~1e-7)."""
+  """The three factories chained, with zero noise: random only in the grid's randomized rounding (~1e-7)."""
   with warnings.catch_warnings():
     warnings.simplefilter('ignore', UserWarning)
     return agg.chain(
         agg.ClusterQualityWeighting(2, sketch_dim=64),
         agg.GaussianNoise(0.0, clip=100.0, expected_clients_per_round=max_clients),
-        agg.SecureFixedPointSum(100.0, bits=30, max_clients=max_clients),
+        agg.secure_integer_sum(),
     )
 
 
@@ -94,14 +94,10 @@ def test_an_aggregation_process_split_across_two_workers_equals_a_local_run(two_
 
 
 def test_orchestra_rounds_split_across_two_workers_equal_a_local_run(two_workers):
-  """Cluster-quality weighting and clipping (zero noise): deterministic, unlike the secure sum's
-  stochastic rounding, whose 1e-7 differences training can amplify over rounds."""
+  """Cluster-quality weighting alone: deterministic, unlike GaussianNoise's randomized rounding
+  onto its grid, whose 1e-7 differences training can amplify over rounds."""
   data = _client_datasets(4)
-  with warnings.catch_warnings():
-    warnings.simplefilter('ignore', UserWarning)
-    factory = agg.chain(
-        agg.ClusterQualityWeighting(2, sketch_dim=64), agg.GaussianNoise(0.0, clip=100.0, expected_clients_per_round=4)
-    )
+  factory = agg.ClusterQualityWeighting(2, sketch_dim=64)
 
   process = orchestra.build_orchestra_process(SHAPE, config=CONFIG, model_update_aggregation_factory=factory)
 

@@ -183,11 +183,11 @@ def test_resume_continues_after_the_last_checkpoint(tmp_path):
 
 
 def test_a_privacy_budget_ends_training_after_the_last_round_it_allows(tmp_path, capsys):
-  # 2 of 3 clients without replacement, z = 1: epsilon 10.5, 16.3, 21.8 after 1, 2, 3 rounds (delta 1e-5).
+  # 2 of 3 clients without replacement, z = 1: epsilon 16.4 after 2 rounds, above 20 after 3 (delta 1e-5).
   spec = 'gaussian_noise:noise_multiplier=1.0,clip=1.0,max_epsilon=20.0'
   result = training.run(_config(tmp_path, rounds=3, aggregators=(spec,)))
   assert [row['round'] for row in result['rows']] == [0, 1]
-  assert result['rows'][-1]['aggregator/epsilon'] == pytest.approx(16.28, abs=0.01)
+  assert result['rows'][-1]['aggregator/epsilon'] == pytest.approx(16.41, abs=0.01)
   assert not result['rows'][-1]['aggregator/budget_exhausted'] and result['table']
   printed = capsys.readouterr().out
   assert f'note: {spec}: the privacy budget allows rounds 0-1; training stops after round 1, not 3' in printed
