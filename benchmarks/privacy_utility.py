@@ -192,6 +192,7 @@ def main(argv=None) -> int:
     config = settings.replace(base, settings.given_arguments(args))
   except settings.ConfigError as error:
     parser.error(str(error))
+  import numpy as np  # pylint: disable=import-outside-toplevel
   from tff_orchestra.aggregators import privacy_accounting  # pylint: disable=import-outside-toplevel
 
   sampling = privacy_accounting.Sampling(
@@ -221,8 +222,11 @@ def main(argv=None) -> int:
             noise_stddev_per_coordinate_of_mean=z * args.clip / sampling.clients_per_round,
         )
         if 'rounds_accounted' in result:
-          # The real-valued Gaussian's epsilon (dp_accounting) for the rounds the run recorded: a lower reference.
-          real = privacy_accounting.epsilon_python(z, sampling, result['rounds_accounted'], args.delta)
+          # The real-valued Gaussian's epsilon for the rounds the run recorded, from dp_accounting's RDP (at each
+          # order the lesser of its sampled and its unsampled bound, as ours takes): a lower reference.
+          real_rdp = np.minimum(privacy_accounting.rdp_per_round(z, sampling),
+                                privacy_accounting.rdp_per_round(z, sampling, against_server=True))
+          real = float(privacy_accounting.epsilon_in_graph(real_rdp, result['rounds_accounted'], args.delta))
           result['epsilon_real_valued_gaussian'] = real if math.isfinite(real) else None
           if math.isfinite(real) and not (result['epsilon'] or math.inf) >= real * (1 - 1e-9):
             print(f"{name}: warning: the run reports epsilon {result['epsilon']}, below the real-valued Gaussian's {real}",

@@ -201,6 +201,14 @@ def test_generic_amplification_bounds_hold_above_dp_accountings_for_the_gaussian
       assert np.all(generic[integer] >= exact[integer] * (1 - 1e-9))
 
 
+@pytest.mark.parametrize('sampling', ['poisson', 'fixed_size'])
+def test_tiny_noise_multipliers_give_a_finite_epsilon_not_an_overflow(sampling):
+  # RDP in the millions at order 2: the amplification bounds work in log space.
+  factory = GaussianNoise(0.001, 2.0, expected_clients_per_round=10, population=50, sampling=sampling, target_delta=1e-5)
+  epsilon = factory.epsilon_after(61, VECTOR)
+  assert np.isfinite(epsilon) and epsilon > factory.epsilon_after(1, VECTOR) > 1e5
+
+
 def test_adaptive_clipping_accounts_the_count_and_spends_what_a_fixed_clip_of_the_same_total_does():
   adaptive = GaussianNoise(1.0, AdaptiveClip(clipped_count_stddev=1.5), expected_clients_per_round=30, output='sum')
   calibration = adaptive.calibrate(VECTOR)

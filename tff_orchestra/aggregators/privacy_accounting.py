@@ -260,9 +260,14 @@ def _subsampled_rdp(rdp_of_order: Callable[[int], float], alpha: int, q: float, 
   else:
     # 1 + q^2 C(a,2) min(4 (e^eps(2) - 1), 2 e^eps(2)) + sum_{j>=3} 2 q^j C(a,j) e^((j-1) eps(j))
     first = 0.0
-    second = min(math.log(4.0) + math.log(math.expm1(rdp[0])) if rdp[0] > 0 else -np.inf, math.log(2.0) + rdp[0])
+    second = min(math.log(4.0) + _log_expm1(rdp[0]) if rdp[0] > 0 else -np.inf, math.log(2.0) + rdp[0])
     rest = log_comb + orders * math.log(q) + np.concatenate([[second], math.log(2.0) + (orders[1:] - 1) * rdp[1:]])
   return float(special.logsumexp(np.concatenate([[first], rest])) / (alpha - 1))
+
+
+def _log_expm1(x: float) -> float:
+  """log(e^x - 1) for x > 0, without overflow for large x (small noise multipliers have RDP in the thousands)."""
+  return math.log(math.expm1(x)) if x < 30.0 else x + math.log1p(-math.exp(-x))
 
 
 def joint_epsilon(
