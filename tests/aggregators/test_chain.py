@@ -123,3 +123,19 @@ def test_bad_chains(stages, error, match):
 def test_bad_weight_sum_factory():
   with pytest.raises(TypeError, match='weight_sum_factory'):
     agg.chain(agg.SecureFixedPointSum(), weight_sum_factory=tff.aggregators.MeanFactory())
+
+
+@pytest.mark.parametrize('stages, kwargs', [
+    ((agg.ClusterQualityWeighting(2, statistics_sum_factory=tff.aggregators.SecureSumFactory(1.0)), agg.CoordinateMedian()),
+     {}),
+    ((agg.MedianNormClipping(), agg.TrimmedMean()), {'weight_sum_factory': agg.SecureFixedPointSum(10.0, bits=20)}),
+])
+def test_a_robust_estimate_beside_a_secure_sum_is_refused(stages, kwargs):
+  with pytest.raises(ValueError, match='cannot be combined with a secure sum'):
+    agg.chain(*stages, **kwargs)
+
+
+def test_a_robust_estimate_ends_a_chain_and_its_result_is_the_chains():
+  process = agg.chain(agg.MedianNormClipping(), agg.CoordinateMedian()).create(VECTOR)
+  values = [np.full(6, v, np.float32) for v in (1.0, 2.0, -40.0)]
+  np.testing.assert_allclose(process.next(process.initialize(), values).result, np.full(6, 1.0))

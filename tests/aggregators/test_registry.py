@@ -122,11 +122,19 @@ def test_bad_registrations(own_registry, args, kwargs, error, match):
 def test_bad_specs_name_the_spec(own_registry):
   del own_registry
   agg.register_aggregator('not_a_factory', lambda: 'mean')
-  with pytest.raises(ValueError, match="unknown aggregator 'median'; choose from"):
-    registry.build_stage('median', CONTEXT)
+  with pytest.raises(ValueError, match="unknown aggregator 'geometric_median'; choose from"):
+    registry.build_stage('geometric_median', CONTEXT)
   with pytest.raises(ValueError, match="aggregator 'not_a_factory'.*returned str"):
     registry.build_stage('not_a_factory', CONTEXT)
   with pytest.raises(ValueError, match=r"aggregator 'gaussian_noise:noise_multiplier=1.0,clip=1.0,expected_clients_per_round=None'.*output='mean'"):
     registry.build_stage('gaussian_noise:noise_multiplier=1.0,clip=1.0,expected_clients_per_round=None', CONTEXT)
   with pytest.raises(ValueError, match=r"aggregators \['mean', 'secure_sum'\].*takes no inner factory"):
     registry.build_model_aggregator(['mean', 'secure_sum'], CONTEXT)
+
+
+@pytest.mark.parametrize('spec, expected', [
+    ('median', agg.CoordinateMedian), ('trimmed_mean:trim_fraction=0.1', agg.TrimmedMean),
+    ('multi_krum:num_byzantine=2', agg.MultiKrum), ('median_norm_clipping:multiplier=2.0', agg.MedianNormClipping),
+])
+def test_robust_estimates_are_registered(spec, expected):
+  assert isinstance(registry.build_stage(spec, CONTEXT), expected)

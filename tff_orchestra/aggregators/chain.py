@@ -31,7 +31,9 @@ summed by `weight_sum_factory`. If the outermost stage yields a sum, the chain
 divides it by the number of clients that took part
 (`tff.aggregators.UnweightedMeanFactory`, counted by `weight_sum_factory`).
 An unweighted stage followed by a weighted one is an error: weights cannot be
-recovered once dropped.
+recovered once dropped. So is a stage that collects each client's value
+(`collects_client_values`: the robust estimates) in a chain with a secure
+sum: the server would see every value, and the secure sum would hide nothing.
 """
 
 from __future__ import annotations
@@ -62,8 +64,9 @@ def chain(*stages: Stage, weight_sum_factory: Optional[tff.aggregators.Unweighte
     `UnweightedAggregationFactory`; either yields the mean of the client values.
 
   Raises:
-    ValueError: No stages, an unweighted stage before a weighted one, or a
-      stage that cannot yield what its position needs.
+    ValueError: No stages, an unweighted stage before a weighted one, a
+      stage that cannot yield what its position needs, or a robust estimate
+      beside a secure sum.
     TypeError: A stage that is neither a factory nor a callable, a plain
       factory before the last stage, or a callable that returns no factory.
   """
@@ -72,6 +75,7 @@ def chain(*stages: Stage, weight_sum_factory: Optional[tff.aggregators.Unweighte
   if weight_sum_factory is not None:
     _checks.check_factory(weight_sum_factory, 'weight_sum_factory', weighted=False)
   weight_sum_factory = weight_sum_factory or tff.aggregators.SumFactory()
+  _check_no_secure_sum_beside_collection(stages, weight_sum_factory)
   last = stages[-1]
   if not composition.is_factory(last):
     raise TypeError(f'chain: the last stage must be an aggregation factory, got {composition.describe(last)}')
@@ -93,6 +97,19 @@ def chain(*stages: Stage, weight_sum_factory: Optional[tff.aggregators.Unweighte
     else:
       raise TypeError(f'chain: stage {position} must be a factory or a callable inner -> factory, got {type(stage).__name__}')
   return _averaged(inner, output, weight_sum_factory)
+
+
+def _check_no_secure_sum_beside_collection(stages, weight_sum_factory) -> None:
+  """ValueError if a stage sends each client's value to the server and another sums securely."""
+  factories = [f for stage in (*stages, weight_sum_factory) for f in composition.factories_within(stage)]
+  collecting = [f for f in factories if getattr(f, 'collects_client_values', False)]
+  secure = [f for f in factories if composition.is_secure(f)]
+  if collecting and secure:
+    raise ValueError(
+        f'chain: {type(collecting[0]).__name__} sends each client\'s value to the server in the clear, so '
+        f'{composition.describe(secure[0])} in the same chain would hide nothing; robust estimates cannot be '
+        'combined with a secure sum: drop one of them'
+    )
 
 
 def _wrap(stage, position: int, inner: Factory, output: str, weight_sum_factory) -> Factory:

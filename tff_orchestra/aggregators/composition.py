@@ -100,6 +100,23 @@ def output_of(factory: Factory) -> str:
   return declared_output(factory) or MEAN
 
 
+_TFF_SECURE = (tff.aggregators.SecureSumFactory, tff.aggregators.SecureModularSumFactory)
+
+
+def is_secure(factory: Any) -> bool:
+  """Whether `factory` sums with TFF's secure intrinsics: TFF's secure sums, or a factory declaring `secure = True`."""
+  return isinstance(factory, _TFF_SECURE) or getattr(factory, 'secure', False) is True
+
+
+def factories_within(factory: Any) -> list[Factory]:
+  """`factory` and every factory among its constructor arguments (`ComposableFactory`), recursively."""
+  found = [factory]
+  for argument in getattr(factory, '_arguments', {}).values():
+    if is_factory(argument):
+      found.extend(factories_within(argument))
+  return found
+
+
 def describe(factory: Any) -> str:
   return getattr(factory, '__name__', None) or type(factory).__name__
 

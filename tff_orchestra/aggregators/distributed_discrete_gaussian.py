@@ -114,6 +114,8 @@ class DistributedDiscreteGaussian(privacy_accounting.DifferentiallyPrivateStage,
   `budget_exhausted`. See the module docstring for the guarantee.
   """
 
+  secure = True
+
   def __init__(
       self,
       noise_multiplier: float,

@@ -4,9 +4,9 @@ A user's factory is registered once and is then usable wherever ours are:
 
     # my_aggregators.py
     from tff_orchestra import aggregators as agg
-    agg.register_aggregator('trimmed_mean', TrimmedMeanFactory)
+    agg.register_aggregator('geometric_median', GeometricMedianFactory)
 
-    tff-orchestra train --plugin my_aggregators --aggregator trimmed_mean:trim=1 ...
+    tff-orchestra train --plugin my_aggregators --aggregator geometric_median:iterations=4 ...
 
 A name maps to a builder: any callable that takes the spec's keys as keyword
 arguments and returns a TFF aggregation factory (a factory class will do). The
@@ -31,10 +31,14 @@ import tensorflow_federated as tff
 from tff_orchestra.aggregators.chain import chain
 from tff_orchestra.aggregators.cluster_quality import ClusterQualityWeighting
 from tff_orchestra.aggregators.composition import Factory, is_factory
+from tff_orchestra.aggregators.coordinate_median import CoordinateMedian
 from tff_orchestra.aggregators.distributed_discrete_gaussian import DistributedDiscreteGaussian
 from tff_orchestra.aggregators import privacy_accounting
 from tff_orchestra.aggregators.gaussian_noise import AdaptiveClip, GaussianNoise, secure_integer_sum
+from tff_orchestra.aggregators.krum import MultiKrum
+from tff_orchestra.aggregators.median_norm_clipping import MedianNormClipping
 from tff_orchestra.aggregators.secure_fixed_point import SecureFixedPointSum
+from tff_orchestra.aggregators.trimmed_mean import TrimmedMean
 
 _NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_.-]*\Z')
 
@@ -226,3 +230,7 @@ register_aggregator(
     run_defaults={'max_clients': 'clients_per_round'},
     named_values={'bound': {'adaptive': _adaptive_secure_bound}},
 )
+register_aggregator('median', CoordinateMedian)
+register_aggregator('trimmed_mean', TrimmedMean)
+register_aggregator('multi_krum', MultiKrum)
+register_aggregator('median_norm_clipping', MedianNormClipping)

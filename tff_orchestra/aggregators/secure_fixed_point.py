@@ -68,6 +68,7 @@ class SecureFixedPointSum(composition.ComposableFactory, tff.aggregators.Unweigh
   """
 
   output = composition.SUM
+  secure = True
 
   def __init__(
       self,
