@@ -7,6 +7,7 @@ import tensorflow_federated as tff
 
 from tests.aggregators.testing import BAD_VALUE_TYPE_IDS, BAD_VALUE_TYPES, MEASUREMENT, CountingMeanFactory, CountingSumFactory
 from tff_orchestra.aggregators import ClusterQualityWeighting, SecureFixedPointSum, signed_fold_sketch
+from tff_orchestra.aggregators import privacy_check
 
 DIM = 40
 VECTOR = tff.TensorType(np.float32, [DIM])
@@ -187,6 +188,53 @@ def test_secure_configuration_has_no_unsecure_aggregation():
     tff.test.assert_not_contains_unsecure_aggregation(reporting.next)
 
 
+@pytest.fixture(scope='module')
+def robust_process():
+  return ClusterQualityWeighting(4, robust=True, report_client_qualities=True, seed=3).create(VECTOR, WEIGHT)
+
+
+def _honest_and_colluders(seed=0):
+  """Six honest clients around one direction; four colluders each send -5 x an honest update."""
+  majority, _ = _majority_and_outlier(seed)
+  honest = majority[:6]
+  return honest, [-5.0 * h for h in honest[:4]]
+
+
+def test_robust_mode_protects_round_one_from_colluders_whatever_their_cluster(robust_process, mean_process):
+  honest, colluders = _honest_and_colluders()
+  values, weights = honest + colluders, [1.0] * 10
+  output = robust_process.next(robust_process.initialize(), values, weights)
+  qualities = output.measurements['client_qualities']
+  np.testing.assert_allclose(qualities[6:], 0.1)  # the floor: they point away from the round's centre
+  assert np.all(qualities[:6] > 0.8)
+  # Every colluder is clipped to the median norm (an honest client's), so the step follows the honest majority.
+  norms = np.linalg.norm(np.stack(values), axis=1)
+  assert output.measurements['norm_bound'] == pytest.approx(np.median(norms), rel=1e-5)
+  assert output.measurements['clipped_clients'] >= 4
+  honest_direction = np.mean(honest, axis=0)
+  cosine = np.dot(output.result, honest_direction) / np.linalg.norm(output.result) / np.linalg.norm(honest_direction)
+  assert cosine > 0.95
+  plain = mean_process.next(mean_process.initialize(), values, weights).result
+  assert np.dot(plain, honest_direction) < 0  # what the mean does with the same round
+
+
+def test_robust_mode_reports_zero_quality_for_an_excluded_client(robust_process):
+  honest, _ = _honest_and_colluders()
+  output = robust_process.next(robust_process.initialize(), honest + [np.full(DIM, np.nan, np.float32)], [1.0] * 7)
+  assert output.measurements['client_qualities'][-1] == 0.0
+  assert output.measurements['non_finite_clients'] == 1 and np.all(np.isfinite(output.result))
+
+
+def test_robust_mode_sends_each_clients_sketch_and_norm_in_the_clear():
+  process = ClusterQualityWeighting(2, robust=True, sketch_dim=16, report_quality_range=False,
+                                    statistics_sum_factory=SecureFixedPointSum(100.0, bits=20),
+                                    inner_factory=tff.aggregators.MeanFactory(
+                                        value_sum_factory=SecureFixedPointSum(100.0, bits=20),
+                                        weight_sum_factory=SecureFixedPointSum(100.0, bits=20))).create(VECTOR, WEIGHT)
+  unsecure = [c for c in privacy_check.channels(process.next) if not c.secure]
+  assert [c.value_type for c in unsecure] == ['<float32[17],bool>']  # unit sketch and norm, with a non-finite flag
+
+
 def test_signed_fold_sketch_is_linear_and_preserves_angles():
   rng = np.random.default_rng(0)
   x = rng.normal(size=20000).astype(np.float32)
@@ -232,6 +280,9 @@ def test_signed_fold_sketch_of_a_structure_sums_its_leaves_sketches():
         (dict(temperature=0.0), ValueError, 'temperature'),
         (dict(seed=-1), ValueError, 'seed'),
         (dict(report_quality_range='yes'), TypeError, 'report_quality_range'),
+        (dict(robust=1), TypeError, 'robust'),
+        (dict(norm_multiplier=0.0), ValueError, 'norm_multiplier'),
+        (dict(report_client_qualities=None), TypeError, 'report_client_qualities'),
         (dict(inner_factory=tff.aggregators.SumFactory()), TypeError, 'inner_factory'),
         (dict(statistics_sum_factory=tff.aggregators.MeanFactory()), TypeError, 'statistics_sum_factory'),
     ],

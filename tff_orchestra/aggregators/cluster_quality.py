@@ -33,6 +33,34 @@ well below the clients per round: with one client per cluster every cluster is
 
 What the server sees in the clear with the default `SumFactory` statistics:
 per-prototype sums of client sketches and the sum of qualities and weights.
+
+**Against attackers** (`robust=True`). Population is no defence against
+clients who coordinate: colluders fill their own cluster and earn its full
+trust, quality ignores an update's norm, and round 1 (random prototypes) is
+unweighted. The robust mode changes three things, within each round:
+
+1. Every client sends its unit sketch and its update's norm to the server
+   (`client_values.collect`: in the clear, `sketch_dim + 1` numbers per client,
+   a random projection of its update; the update itself still goes through
+   the inner factory, which may be a secure sum).
+2. The server broadcasts the round's *robust centre*, the typical agreement
+   with it, and a norm bound (`norm_multiplier` x the median norm). The
+   centre is the normalised weighted sum of the unit sketches, each weighted
+   by `1 - its largest cosine with another client's` (FoolsGold, Fung et al.
+   2020): honest clients with different data never send near-identical
+   updates, colluders who coordinate do, and then count about once together.
+   The typical agreement `tau` is the median over clients of
+   `max(0, cos(sketch, centre))`.
+3. Each client clips its update to the bound and takes the quality
+   `floor + (1 - floor) * min(1, max(0, cos(sketch, centre)) / tau)`: full
+   weight at or above the typical agreement, the floor for an update that
+   points away from the consensus. Trust comes from agreeing with the round,
+   not from the size of one's cluster, and round 1 is protected like every
+   other.
+
+The prototypes are still learned and their masses reported (a colluding block
+shows as a cluster of its own), but they no longer set quality, so the result
+does not depend on `num_clusters`.
 """
 
 from __future__ import annotations
@@ -47,10 +75,16 @@ import tensorflow_federated as tff
 
 from tff_orchestra import _checks
 from tff_orchestra.runtime import contexts
+from tff_orchestra.aggregators import client_values
 from tff_orchestra.aggregators import composition
 from tff_orchestra.aggregators import non_finite
 
 _EMPTY_MASS = 1e-6
+
+
+def reference_type(sketch_dim: int) -> tff.Type:
+  """(robust centre [sketch_dim], typical agreement, norm bound): what the server broadcasts in the robust mode."""
+  return tff.to_type((tff.TensorType(np.float32, [sketch_dim]), np.float32, np.float32))
 
 
 @functools.lru_cache(maxsize=64)
@@ -104,7 +138,10 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
   (`(sum w)^2 / sum w^2` of the quality-scaled weights), `non_finite_clients`
   (clients excluded for a NaN or infinite update, or a weight that is not
   finite and >= 0: `non_finite.py`; quality statistics are over the others),
-  `statistics`.
+  `statistics`; with `robust=True` also `norm_bound` and `clipped_clients`;
+  with `report_client_qualities=True`, `client_qualities` (each client's
+  quality, 0 for an excluded one, in the order TFF aggregates the clients: in
+  simulation, the order of the client list).
 
   Its result is the inner factory's weighted mean, with the scaled weights.
   """
@@ -122,6 +159,9 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       temperature: float = 0.02,
       seed: int = 0,
       report_quality_range: bool = True,
+      robust: bool = False,
+      norm_multiplier: float = 1.0,
+      report_client_qualities: bool = False,
       inner_factory: Optional[tff.aggregators.WeightedAggregationFactory] = None,
       statistics_sum_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None,
   ):
@@ -138,6 +178,13 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       report_quality_range: Report `quality_min`/`quality_max`. Turn off to
         keep `next` free of unsecure aggregation (with a secure
         `statistics_sum_factory` and a secure inner factory).
+      robust: Quality from agreement with the round's robust centre, updates
+        clipped to the round's median norm (module docstring). Sends each
+        client's unit sketch and norm to the server in the clear.
+      norm_multiplier: With `robust`, the norm bound is this times the
+        median norm (> 0).
+      report_client_qualities: Report each client's quality
+        (`client_qualities`): per-client information, sent in the clear.
       inner_factory: Aggregates values with the scaled weights; it must yield
         their weighted mean. Default
         `tff.aggregators.MeanFactory(no_nan_division=True)`.
@@ -149,8 +196,11 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     _checks.check_number(sketch_dim, 'sketch_dim', low=8, integer=True)
     _checks.check_number(temperature, 'temperature', low=0.0, low_inclusive=False)
     _checks.check_number(seed, 'seed', low=0, high=2**31 - 1, integer=True)
-    if not isinstance(report_quality_range, bool):
-      raise TypeError(f'report_quality_range must be a bool, got {report_quality_range!r}')
+    for flag, name in ((report_quality_range, 'report_quality_range'), (robust, 'robust'),
+                       (report_client_qualities, 'report_client_qualities')):
+      if not isinstance(flag, bool):
+        raise TypeError(f'{name} must be a bool, got {flag!r}')
+    _checks.check_number(norm_multiplier, 'norm_multiplier', low=0.0, low_inclusive=False)
     if inner_factory is not None:
       composition.check_inner(self, inner_factory)
     self._statistics_sum_factory = statistics_sum_factory or tff.aggregators.SumFactory()
@@ -161,6 +211,9 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     self._temperature = float(temperature)
     self._seed = seed
     self._report_range = report_quality_range
+    self._robust = robust
+    self._norm_multiplier = float(norm_multiplier)
+    self._report_client_qualities = report_client_qualities
 
   def default_inner_factory(self) -> tff.aggregators.WeightedAggregationFactory:
     return tff.aggregators.MeanFactory(no_nan_division=True)
@@ -180,6 +233,8 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     prototypes_type, mass_type = initial_prototypes.type_signature.result[0], initial_prototypes.type_signature.result[1]
     score_client = self._client_scoring(value_type, weight_type, prototypes_type, mass_type, scaled_weight_dtype)
     statistics_type = score_client.type_signature.result[3]
+    sketch_row, robust_reference = self._robust_reference(value_type)
+    sketch_flattening = client_values.Flattening(sketch_row.type_signature.result)
     statistics_process = self._statistics_sum_factory.create(statistics_type)
     kmeans_step = self._server_kmeans_step(prototypes_type, mass_type, statistics_type)
 
@@ -197,6 +252,10 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       )
 
     is_ready = tff.tensorflow.computation(lambda r: r > 0, np.int64)
+    norm_bound_of = tff.tensorflow.computation(lambda reference: reference[2], reference_type(self._sketch_dim))
+    clipped_count = tff.tensorflow.computation(lambda totals: tf.cast(tf.round(totals['clipped_clients']), tf.int32),
+                                               statistics_type) if self._robust else None
+    first_column = tff.tensorflow.computation(lambda rows: rows[:, 0], tff.TensorType(np.float32, [None, 1]))
     add = tff.tensorflow.computation(lambda a, b: a + b, np.int64, np.int64)
 
     @tff.federated_computation(
@@ -205,18 +264,16 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
         tff.FederatedType(weight_type, tff.CLIENTS),
     )
     def next_fn(state, value, weight):
-      # 1. Clients score their update against the broadcast prototypes and scale their weight.
+      # 1. Clients score their update against the broadcast prototypes and scale their weight. Robust: against
+      #    the round's robust centre, from each client's sketch and norm, and clipped to its norm bound.
       ready = tff.federated_map(is_ready, state.learned_rounds)
-      value, scaled_weight, quality_range, statistics = tff.federated_map(
-          score_client,
-          (
-              value,
-              weight,
-              tff.federated_broadcast(state.prototypes),
-              tff.federated_broadcast(state.prototype_mass),
-              tff.federated_broadcast(ready),
-          ),
-      )
+      broadcast = [tff.federated_broadcast(state.prototypes), tff.federated_broadcast(state.prototype_mass),
+                   tff.federated_broadcast(ready)]
+      if self._robust:
+        rows, _ = client_values.collect(tff.federated_map(sketch_row, value), sketch_flattening)
+        reference = tff.federated_map(robust_reference, rows)
+        broadcast.append(tff.federated_broadcast(reference))
+      value, scaled_weight, quality_range, statistics = tff.federated_map(score_client, (value, weight, *broadcast))
       # 2. The inner factory averages with the scaled weights.
       inner_output = inner_process.next(state.inner_agg, value, scaled_weight)
       # 3. The server takes one k-means step from the summed statistics.
@@ -231,6 +288,12 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       measurements['prototype_mass'] = mass
       measurements['effective_clients'] = effective
       measurements['non_finite_clients'] = non_finite_clients
+      if self._robust:
+        measurements['norm_bound'] = tff.federated_map(norm_bound_of, reference)
+        measurements['clipped_clients'] = tff.federated_map(clipped_count, statistics_output.result)
+      if self._report_client_qualities:
+        measurements['client_qualities'] = tff.federated_map(
+            first_column, client_values.collect(quality_range[1], client_values.Flattening(tff.TensorType(np.float32)))[0])
       measurements['statistics'] = statistics_output.measurements
       new_state = collections.OrderedDict(
           learned_rounds=tff.federated_map(add, (state.learned_rounds, learned)),
@@ -261,16 +324,30 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     num_clusters, sketch_dim, seed = self._num_clusters, self._sketch_dim, self._seed
     floor, temperature = self._floor, self._temperature
 
-    @tff.tensorflow.computation(value_type, weight_type, prototypes_type, mass_type, np.bool_)
-    def score_client(value, weight, prototypes, mass, ready):
+    robust = self._robust
+
+    parameters = [value_type, weight_type, prototypes_type, mass_type, np.bool_]
+
+    def score(value, weight, prototypes, mass, ready, *reference):
       # An excluded client (non_finite.py) has a zero update and weight: it takes part in nothing below.
       value, weight, excluded = non_finite.exclude_non_finite_weighted(value, weight)
       included = 1.0 - tf.cast(excluded, tf.float32)
       unit_sketch = tf.math.l2_normalize(signed_fold_sketch(value, sketch_dim, seed))
       cosines = tf.linalg.matvec(prototypes, unit_sketch)
-      population = tf.minimum(1.0, num_clusters * mass)
-      fit = tf.reduce_max(population * tf.nn.relu(cosines))
-      quality = tf.where(ready, floor + (1.0 - floor) * fit, 1.0)
+      if robust:
+        # The update clipped to the round's bound (its unit sketch is unchanged); quality from the centre.
+        centre, typical, bound = reference[0]
+        norm = tf.linalg.global_norm([tf.cast(x, tf.float64) for x in tf.nest.flatten(value)])
+        clipped = tf.logical_and(tf.cast(norm, tf.float32) > bound, tf.logical_not(excluded))
+        scale = tf.where(clipped, tf.cast(bound, tf.float64) / norm, tf.constant(1.0, tf.float64))
+        value = tf.nest.map_structure(lambda x: tf.cast(tf.cast(x, tf.float64) * scale, x.dtype), value)
+        agreement = tf.nn.relu(tf.tensordot(centre, unit_sketch, 1))
+        fit = tf.where(typical > 0, tf.minimum(1.0, agreement / typical), tf.cast(agreement > 0, tf.float32))
+        quality = floor + (1.0 - floor) * fit
+      else:
+        population = tf.minimum(1.0, num_clusters * mass)
+        fit = tf.reduce_max(population * tf.nn.relu(cosines))
+        quality = tf.where(ready, floor + (1.0 - floor) * fit, 1.0)
       scaled_weight = tf.cast(weight, scaled_weight_dtype) * tf.cast(quality, scaled_weight_dtype)
       # A zero update (no data, or a round that trains nothing) has no
       # direction: it takes no part in learning the prototypes.
@@ -287,11 +364,47 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
           active_clients=active,
           non_finite_clients=1.0 - included,
       )
+      if robust:
+        statistics['clipped_clients'] = tf.cast(clipped, tf.float32)
       # The quality range is over included clients: an excluded one reports the other end.
       quality_low, quality_high = tf.where(excluded, 1.0, quality), tf.where(excluded, 0.0, quality)
       return value, scaled_weight, (quality_low, quality_high), statistics
 
-    return score_client
+    if robust:
+      return tff.tensorflow.computation(lambda v, w, p, m, r, ref: score(v, w, p, m, r, ref),
+                                        *parameters, reference_type(sketch_dim))
+    return tff.tensorflow.computation(lambda v, w, p, m, r: score(v, w, p, m, r), *parameters)
+
+  def _robust_reference(self, value_type) -> tuple[tff.Computation, tff.Computation]:
+    """(update -> its unit sketch and norm, one row; rows -> (robust centre, norm bound))."""
+    sketch_dim, seed, multiplier = self._sketch_dim, self._seed, self._norm_multiplier
+
+    @tff.tensorflow.computation(value_type)
+    def sketch_row(value):
+      # Computed on the value as sent: a non-finite one gives a non-finite row, which the collection leaves out.
+      unit_sketch = tf.math.l2_normalize(signed_fold_sketch(value, sketch_dim, seed))
+      norm = tf.cast(tf.linalg.global_norm([tf.cast(x, tf.float64) for x in tf.nest.flatten(value)]), tf.float32)
+      return tf.concat([unit_sketch, norm[tf.newaxis]], axis=0)
+
+    def median(values):
+      ordered, count = tf.sort(values), tf.shape(values)[0]
+      return tf.cond(count > 0, lambda: (ordered[(count - 1) // 2] + ordered[count // 2]) / 2, lambda: 0.0)
+
+    @tff.tensorflow.computation(tff.TensorType(np.float32, [None, sketch_dim + 1]))
+    def robust_reference(rows):
+      sketches, norms = rows[:, :sketch_dim], rows[:, sketch_dim]
+      # Each sketch's weight in the centre: 1 - its largest cosine with another client's (FoolsGold), so a block
+      # of near-identical updates counts about once; if every client has a twin, all count equally.
+      cosines = tf.matmul(sketches, sketches, transpose_b=True)
+      others = tf.where(tf.eye(tf.shape(rows)[0], dtype=tf.bool), -1.0, cosines)
+      weights = tf.clip_by_value(1.0 - tf.reduce_max(others, axis=1), 0.0, 1.0)
+      weights = tf.where(tf.reduce_sum(weights) > 0, weights, tf.ones_like(weights))
+      centre = tf.math.l2_normalize(tf.linalg.matvec(sketches, weights, transpose_a=True))
+      typical = median(tf.nn.relu(tf.linalg.matvec(sketches, centre)))
+      bound = tf.where(tf.shape(rows)[0] > 0, multiplier * median(norms), np.inf)
+      return centre, typical, bound
+
+    return sketch_row, robust_reference
 
   @staticmethod
   def _server_kmeans_step(prototypes_type, mass_type, statistics_type) -> tff.Computation:
