@@ -45,12 +45,14 @@ unweighted. The robust mode changes three things, within each round:
    the inner factory, which may be a secure sum).
 2. The server broadcasts the round's *robust centre*, the typical agreement
    with it, and a norm bound (`norm_multiplier` x the median norm). The
-   centre is the normalised weighted sum of the unit sketches, each weighted
-   by `1 - its largest cosine with another client's` (FoolsGold, Fung et al.
-   2020): honest clients with different data never send near-identical
-   updates, colluders who coordinate do, and then count about once together.
-   The typical agreement `tau` is the median over clients of
-   `max(0, cos(sketch, centre))`.
+   centre is the normalised weighted sum of the unit sketches. A sketch's
+   weight falls from 1 to 0 as its largest cosine with another client's goes
+   from 0.9 to 1 (FoolsGold's idea, Fung et al. 2020, kept to near-twins:
+   honest clients with different data never send near-identical updates,
+   colluders who coordinate do, and then count about once together), and is
+   0 for an update longer than twice the median norm (boosted updates do not
+   steer the centre). The typical agreement `tau` is the median over clients
+   of `max(0, cos(sketch, centre))`.
 3. Each client clips its update to the bound and takes the quality
    `floor + (1 - floor) * min(1, max(0, cos(sketch, centre)) / tau)`: full
    weight at or above the typical agreement, the floor for an update that
@@ -80,6 +82,9 @@ from tff_orchestra.aggregators import composition
 from tff_orchestra.aggregators import non_finite
 
 _EMPTY_MASS = 1e-6
+# Robust mode (chosen on benchmarks/robustness.py's digits runs): near-twin updates and norm outliers in the centre.
+_TWIN_COSINE = 0.9
+_NORM_OUTLIER = 2.0
 
 
 def reference_type(sketch_dim: int) -> tff.Type:
@@ -393,11 +398,13 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     @tff.tensorflow.computation(tff.TensorType(np.float32, [None, sketch_dim + 1]))
     def robust_reference(rows):
       sketches, norms = rows[:, :sketch_dim], rows[:, sketch_dim]
-      # Each sketch's weight in the centre: 1 - its largest cosine with another client's (FoolsGold), so a block
-      # of near-identical updates counts about once; if every client has a twin, all count equally.
+      # A sketch's weight in the centre falls from 1 to 0 as its largest cosine with another client's goes from
+      # _TWIN_COSINE to 1 (FoolsGold's idea, kept to near-twins), and is 0 for a norm beyond _NORM_OUTLIER x
+      # the median; if that leaves no one, every client counts.
       cosines = tf.matmul(sketches, sketches, transpose_b=True)
       others = tf.where(tf.eye(tf.shape(rows)[0], dtype=tf.bool), -1.0, cosines)
-      weights = tf.clip_by_value(1.0 - tf.reduce_max(others, axis=1), 0.0, 1.0)
+      weights = tf.clip_by_value((1.0 - tf.reduce_max(others, axis=1)) / (1.0 - _TWIN_COSINE), 0.0, 1.0)
+      weights *= tf.cast(norms <= _NORM_OUTLIER * median(norms), tf.float32)
       weights = tf.where(tf.reduce_sum(weights) > 0, weights, tf.ones_like(weights))
       centre = tf.math.l2_normalize(tf.linalg.matvec(sketches, weights, transpose_a=True))
       typical = median(tf.nn.relu(tf.linalg.matvec(sketches, centre)))
