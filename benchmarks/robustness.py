@@ -21,6 +21,12 @@ x10: model replacement), `alie`, `ipm` (epsilon 0.5); fraction 0 is the clean ru
     python benchmarks/robustness.py            # the full grid, about an hour on 2 cores
     python benchmarks/robustness.py --seeds 0 --alphas 1.0 --attacks sign_flip --fractions 0 0.2
 
+`--task orchestra` trains Orchestra instead (10 clients, alpha 0.1, one seed,
+30 rounds after round 0, `make run`'s augmentation, uniform weights), its
+learner's parts run one by one (`orchestra.build_orchestra_parts`) so the
+attackers replace their model updates between client work and aggregator; the
+update attacks only (no labels to flip); scored by the few-label probe and NMI.
+
 Writes the JSON (every run, and the mean and std over seeds per cell), the
 plot next to it (accuracy against malicious fraction, one panel per attack,
 one row per alpha), and prints a markdown table of the cells. Runs already in
@@ -167,6 +173,69 @@ def run(process, model: Mlp, data, alpha: float, attack: str, fraction: float, s
   )
 
 
+ORCHESTRA_ATTACKS = ('sign_flip', 'gaussian', 'alie', 'ipm')  # update attacks: Orchestra's clients have no labels
+
+
+def run_orchestra(factory, split, alpha: float, attack: str, fraction: float, seed: int, args) -> dict:
+  """One Orchestra run on digits, its parts run one by one so the attackers can replace their updates."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+  from tff_orchestra import evaluation, orchestra  # pylint: disable=import-outside-toplevel
+  from tff_orchestra.orchestra.features import embed  # pylint: disable=import-outside-toplevel
+  from tff_orchestra.training import sampling  # pylint: disable=import-outside-toplevel
+
+  config = orchestra.OrchestraConfig(flip=False, min_crop_area=0.6, seed=seed)
+  parts = orchestra.build_orchestra_parts(
+      split.train_images.shape[1:], config=config, client_weighting=tff.learning.ClientWeighting.UNIFORM,
+      model_update_aggregation_factory=factory)
+  malicious = attacks.malicious_clients(len(split.client_ids), fraction, seed)
+  update_attack = ATTACKS[attack][0] if fraction > 0 else attacks.no_attack
+  rng = np.random.default_rng([seed, 1])
+  weights = parts.initial_model_weights()
+  work_state, aggregator_state, finalizer_state = (
+      parts.client_work.initialize(), parts.aggregator.initialize(), parts.finalizer.initialize())
+  aggregation_seconds, round_seconds = [], []
+  for round_num in range(args.orchestra_rounds + 1):  # round 0 is Orchestra's training-free initialisation
+    started = time.perf_counter()
+    datasets = [orchestra.prepare_client_dataset(
+        sampling.shuffled(split.client_data.create_tf_dataset_for_client(cid), (seed, round_num, index)), 16)
+        for index, cid in enumerate(split.client_ids)]
+    work = parts.client_work.next(work_state, [weights] * len(datasets), datasets)
+    work_state = work.state
+    updates = [result.update for result in work.result]
+    flat = np.stack([np.concatenate([np.ravel(x) for x in tf.nest.flatten(u)]) for u in updates])
+    attacked = update_attack(flat, malicious, rng).astype(np.float32)
+    updates = [_unflatten(row, updates[0]) for row in attacked]
+    aggregating = time.perf_counter()
+    aggregated = parts.aggregator.next(aggregator_state, updates, [result.update_weight for result in work.result])
+    aggregation_seconds.append(time.perf_counter() - aggregating)
+    aggregator_state = aggregated.state
+    finalized = parts.finalizer.next(finalizer_state, weights, aggregated.result)
+    finalizer_state, weights = finalized.state, finalized.result
+    round_seconds.append(time.perf_counter() - started)
+  features = {name: embed(weights, images, encoder='small_cnn', projection_dim=config.projection_dim)[0]
+              for name, images in (('train', split.train_images), ('test', split.test_images))}
+  row = evaluation.evaluate_features('orchestra', features['train'], split.train_labels, features['test'],
+                                     split.test_labels, labels_per_class=10, seed=seed)
+  return dict(
+      accuracy=100 * float(row['few_label_probe']), nmi=float(row['nmi']),
+      aggregation_seconds_per_round=statistics.median(aggregation_seconds),
+      seconds_per_round=statistics.median(round_seconds),
+  )
+
+
+def _unflatten(row: np.ndarray, like):
+  """`row` in the structure, shapes and dtypes of `like` (one client's update)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+  leaves, start = [], 0
+  for leaf in tf.nest.flatten(like):
+    leaf = np.asarray(leaf)
+    leaves.append(row[start:start + leaf.size].reshape(leaf.shape).astype(leaf.dtype))
+    start += leaf.size
+  return tf.nest.pack_sequence_as(like, leaves)
+
+
 def summarise(results: list[dict]) -> list[dict]:
   """Mean and std of accuracy (and median time) over seeds, per (aggregator, attack, fraction, alpha)."""
   cells: dict[tuple, list[dict]] = {}
@@ -175,23 +244,27 @@ def summarise(results: list[dict]) -> list[dict]:
   summary = []
   for (aggregator, attack, fraction, alpha), runs in sorted(cells.items()):
     accuracies = [r['accuracy'] for r in runs]
-    summary.append(dict(
+    cell = dict(
         aggregator=aggregator, attack=attack, fraction=fraction, alpha=alpha, seeds=len(runs),
         accuracy_mean=statistics.mean(accuracies), accuracy_std=statistics.pstdev(accuracies),
         aggregation_seconds_per_round=statistics.median(r['aggregation_seconds_per_round'] for r in runs),
-    ))
+    )
+    if all('nmi' in r for r in runs):
+      cell.update(nmi_mean=statistics.mean(r['nmi'] for r in runs), nmi_std=statistics.pstdev(r['nmi'] for r in runs))
+    summary.append(cell)
   return summary
 
 
-def markdown_table(summary: list[dict], aggregators: list[str]) -> str:
-  """Rows (alpha, attack, fraction) x columns aggregators: mean accuracy over seeds, the best in bold."""
-  cells = {(s['alpha'], s['attack'], s['fraction'], s['aggregator']): s['accuracy_mean'] for s in summary}
+def markdown_table(summary: list[dict], aggregators: list[str], metric: str = 'accuracy_mean') -> str:
+  """Rows (alpha, attack, fraction) x columns aggregators: `metric` (mean over seeds), the best in bold."""
+  cells = {(s['alpha'], s['attack'], s['fraction'], s['aggregator']): s[metric] for s in summary if metric in s}
   keys = sorted({(s['alpha'], s['attack'], s['fraction']) for s in summary}, key=lambda k: (k[0], k[1] != 'none', k[1], k[2]))
   lines = ['| alpha | attack | malicious | ' + ' | '.join(aggregators) + ' |', '|' + '---|' * (3 + len(aggregators))]
   for alpha, attack, fraction in keys:
     values = [cells.get((alpha, attack, fraction, a)) for a in aggregators]
     best = max((v for v in values if v is not None), default=None)
-    shown = ['' if v is None else (f'**{v:.1f}**' if v == best else f'{v:.1f}') for v in values]
+    digits_shown = 3 if metric.startswith('nmi') else 1
+    shown = ['' if v is None else (f'**{v:.{digits_shown}f}**' if v == best else f'{v:.{digits_shown}f}') for v in values]
     lines.append(f'| {alpha:g} | {attack} | {fraction:.0%} | ' + ' | '.join(shown) + ' |')
   return '\n'.join(lines)
 
@@ -221,22 +294,39 @@ def plot(summary: list[dict], aggregators: list[str], path: str) -> None:
   print(f'wrote {path}')
 
 
+TASK_DEFAULTS = {
+    # task: (clients, alphas, seeds, attacks)
+    'fedavg': (20, [0.1, 1.0], [0, 1, 2], sorted(ATTACKS)),
+    'orchestra': (10, [0.1], [0], list(ORCHESTRA_ATTACKS)),
+}
+
+
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--task', choices=sorted(TASK_DEFAULTS), default='fedavg',
+                      help='fedavg: supervised MLP (accuracy); orchestra: Orchestra (few-label probe accuracy, NMI)')
   parser.add_argument('--aggregators', nargs='+', default=None, help='default: all')
-  parser.add_argument('--attacks', nargs='+', default=sorted(ATTACKS), choices=sorted(ATTACKS))
+  parser.add_argument('--attacks', nargs='+', default=None, choices=sorted(ATTACKS), help='default: all the task has')
   parser.add_argument('--fractions', nargs='+', type=float, default=[0.0, 0.1, 0.2, 0.4])
-  parser.add_argument('--alphas', nargs='+', type=float, default=[0.1, 1.0])
-  parser.add_argument('--seeds', nargs='+', type=int, default=[0, 1, 2])
-  parser.add_argument('--clients', type=int, default=20)
-  parser.add_argument('--rounds', type=int, default=25)
+  parser.add_argument('--alphas', nargs='+', type=float, default=None, help='fedavg: 0.1 1.0; orchestra: 0.1')
+  parser.add_argument('--seeds', nargs='+', type=int, default=None, help='fedavg: 0 1 2; orchestra: 0')
+  parser.add_argument('--clients', type=int, default=None, help='fedavg: 20; orchestra: 10')
+  parser.add_argument('--rounds', type=int, default=25, help='fedavg rounds')
+  parser.add_argument('--orchestra-rounds', type=int, default=30, help='orchestra rounds after round 0')
   parser.add_argument('--local-epochs', type=int, default=1)
   parser.add_argument('--batch-size', type=int, default=16)
   parser.add_argument('--learning-rate', type=float, default=0.1)
   parser.add_argument('--hidden', type=int, default=32)
-  parser.add_argument('--json', default='benchmarks/results/robustness.json')
+  parser.add_argument('--json', default=None, help='default: benchmarks/results/robustness[_orchestra].json')
   parser.add_argument('--fresh', action='store_true', help='ignore runs already in the JSON')
   args = parser.parse_args(argv)
+  clients, alphas, seeds, task_attacks = TASK_DEFAULTS[args.task]
+  args.clients = args.clients or clients
+  args.alphas, args.seeds = args.alphas or alphas, args.seeds if args.seeds is not None else seeds
+  args.attacks = args.attacks or task_attacks
+  if args.task == 'orchestra' and set(args.attacks) - set(ORCHESTRA_ATTACKS):
+    parser.error(f'--attacks: Orchestra has no labels to flip; choose from {list(ORCHESTRA_ATTACKS)}')
+  args.json = args.json or f"benchmarks/results/robustness{'_orchestra' if args.task == 'orchestra' else ''}.json"
 
   factories = aggregator_factories(args.clients)
   names = args.aggregators or list(factories)
@@ -244,31 +334,39 @@ def main(argv=None) -> int:
   if unknown:
     parser.error(f'--aggregators: unknown {unknown}; choose from {sorted(factories)}')
   train_x, train_y, test_x, test_y = digits.load_digits_split(seed=0)
-  data = (train_x.reshape(-1, FEATURES).astype(np.float64), train_y, test_x.reshape(-1, FEATURES).astype(np.float64), test_y)
-  model = Mlp(args.hidden)
   config = {key: value for key, value in vars(args).items() if key not in ('json', 'fresh')}
+  grid_keys = ('aggregators', 'attacks', 'fractions', 'alphas', 'seeds')
   results = []
   if not args.fresh and os.path.exists(args.json):
     with open(args.json) as file:
       previous = json.load(file)
-    if {k: v for k, v in previous['config'].items() if k not in ('aggregators', 'attacks', 'fractions', 'alphas', 'seeds')} == \
-       {k: v for k, v in config.items() if k not in ('aggregators', 'attacks', 'fractions', 'alphas', 'seeds')}:
+    if {k: v for k, v in previous['config'].items() if k not in grid_keys} == {k: v for k, v in config.items() if k not in grid_keys}:
       results = previous['results']
   done = {(r['aggregator'], r['attack'], r['fraction'], r['alpha'], r['seed']) for r in results}
   conditions = [('none', 0.0)] * (0.0 in args.fractions) + [
       (attack, fraction) for attack in args.attacks for fraction in args.fractions if fraction > 0]
-  value_type = tff.TensorType(np.float32, [model.size])
+  if args.task == 'fedavg':
+    model = Mlp(args.hidden)
+    data = (train_x.reshape(-1, FEATURES).astype(np.float64), train_y, test_x.reshape(-1, FEATURES).astype(np.float64), test_y)
+    value_type = tff.TensorType(np.float32, [model.size])
   with runtime.simulation_context():
     for name in names:
-      process = factories[name].create(value_type, tff.TensorType(np.float32))
+      if args.task == 'fedavg':
+        process = factories[name].create(value_type, tff.TensorType(np.float32))
       for alpha in args.alphas:
         for attack, fraction in conditions:
           for seed in args.seeds:
             if (name, attack, fraction, alpha, seed) in done:
               continue
-            result = run(process, model, data, alpha, attack, fraction, seed, args)
+            if args.task == 'fedavg':
+              result = run(process, model, data, alpha, attack, fraction, seed, args)
+            else:
+              split = digits.federated_split(train_x, train_y, test_x, test_y, num_clients=args.clients, alpha=alpha,
+                                             seed=seed, min_examples_per_client=16)
+              result = run_orchestra(factories[name], split, alpha, attack, fraction, seed, args)
             results.append(dict(aggregator=name, attack=attack, fraction=fraction, alpha=alpha, seed=seed, **result))
-            print(f'{name:22s} {attack:10s} {fraction:4.0%} alpha={alpha:<4g} seed={seed}: {result["accuracy"]:5.1f}%  '
+            extra = f'  NMI {result["nmi"]:.3f}' if 'nmi' in result else ''
+            print(f'{name:22s} {attack:10s} {fraction:4.0%} alpha={alpha:<4g} seed={seed}: {result["accuracy"]:5.1f}%{extra}  '
                   f'{result["aggregation_seconds_per_round"] * 1000:6.1f} ms/round aggregating', flush=True)
           # Saved after every cell: an interrupted grid resumes where it stopped.
           config['aggregators'] = sorted({r['aggregator'] for r in results})
@@ -277,6 +375,8 @@ def main(argv=None) -> int:
   shown = [name for name in factories if any(s['aggregator'] == name for s in summary)]
   plot(summary, shown, os.path.splitext(args.json)[0] + '.png')
   print(markdown_table(summary, shown))
+  if args.task == 'orchestra':
+    print(markdown_table(summary, shown, 'nmi_mean'))
   return 0
 
 

@@ -151,3 +151,29 @@ def test_privacy_audit_smoke(tmp_path):
   assert rows['central']['reported_epsilon'] == pytest.approx(2.167, abs=2e-3)  # one round, z = 2
   assert rows['broken: noise off']['correct'] == 40 and rows['broken: noise off']['noise_multiplier_run'] == 0.0
   assert 'caught' in stdout
+
+
+@pytest.mark.slow
+def test_robustness_smoke(tmp_path):
+  report, stdout = _run(
+      'robustness.py', '--aggregators', 'mean', 'cqw_robust', 'multi_krum', '--attacks', 'sign_flip', '--fractions',
+      '0', '0.4', '--alphas', '1.0', '--seeds', '0', '--clients', '5', '--rounds', '3', json_path=tmp_path / 'robust.json',
+  )
+  assert len(report['results']) == 6  # 3 aggregators x (clean, sign flip 40%)
+  cells = {(c['aggregator'], c['attack']): c for c in report['summary']}
+  assert all(0 <= c['accuracy_mean'] <= 100 and c['aggregation_seconds_per_round'] > 0 for c in cells.values())
+  assert cells[('mean', 'sign_flip')]['accuracy_mean'] < cells[('mean', 'none')]['accuracy_mean']
+  assert (tmp_path / 'robust.png').stat().st_size > 0
+  assert '| alpha | attack | malicious | mean | cqw_robust | multi_krum |' in stdout
+
+
+@pytest.mark.slow
+def test_robustness_orchestra_smoke(tmp_path):
+  report, stdout = _run(
+      'robustness.py', '--task', 'orchestra', '--aggregators', 'mean', '--attacks', 'ipm', '--fractions', '0.4',
+      '--clients', '3', '--orchestra-rounds', '0', json_path=tmp_path / 'robust_orchestra.json',
+  )
+  [result] = report['results']
+  assert result['attack'] == 'ipm' and 0 <= result['accuracy'] <= 100 and -1 <= result['nmi'] <= 1
+  assert report['summary'][0]['nmi_mean'] == result['nmi']
+  assert stdout.count('| alpha | attack |') == 2  # few-label probe and NMI tables

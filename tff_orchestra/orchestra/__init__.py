@@ -10,6 +10,8 @@ _MODULES = {
     'ENCODERS': 'model',
     'OrchestraConfig': 'config',
     'OrchestraNetworks': 'model',
+    'OrchestraParts': 'learner',
+    'build_orchestra_parts': 'learner',
     'build_orchestra_process': 'learner',
     'global_centroids': 'learner',
     'prepare_client_dataset': 'learner',

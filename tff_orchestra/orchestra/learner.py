@@ -1,4 +1,4 @@
-"""`build_orchestra_process`: Orchestra trained by federated averaging in TFF.
+"""`build_orchestra_process`: Orchestra trained by federated averaging in TFF (`build_orchestra_parts`: its parts).
 
 A `tff.learning.templates.LearningProcess` composed of TFF's own parts:
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import random
 from collections.abc import Mapping
-from typing import Iterator, Optional, Sequence, Union
+from typing import Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -101,6 +101,17 @@ def _build_finalizer(weights_type: tff.Type, variance_mask: Sequence[bool]) -> t
   return tff.learning.templates.FinalizerProcess(init_fn, next_fn)
 
 
+class OrchestraParts(NamedTuple):
+  """The five parts `build_orchestra_process` composes, for running them one by one (e.g. to simulate attacks
+  on the client updates between `client_work` and `aggregator`)."""
+
+  initial_model_weights: tff.Computation
+  distributor: tff.templates.MeasuredProcess
+  client_work: tff.learning.templates.ClientWorkProcess
+  aggregator: tff.templates.AggregationProcess
+  finalizer: tff.learning.templates.FinalizerProcess
+
+
 def build_orchestra_process(
     input_shape: Sequence[int],
     *,
@@ -111,7 +122,24 @@ def build_orchestra_process(
     model_update_aggregation_factory: Optional[AggregationFactory] = None,
     centroid_aggregation_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None,
 ) -> tff.learning.templates.LearningProcess:
-  """Builds the Orchestra learning process.
+  """Builds the Orchestra learning process: `build_orchestra_parts` (its arguments are documented there), composed."""
+  return tff.learning.templates.compose_learning_process(*build_orchestra_parts(
+      input_shape, encoder=encoder, config=config, client_optimizer=client_optimizer, client_weighting=client_weighting,
+      model_update_aggregation_factory=model_update_aggregation_factory,
+      centroid_aggregation_factory=centroid_aggregation_factory))
+
+
+def build_orchestra_parts(
+    input_shape: Sequence[int],
+    *,
+    encoder: Union[str, EncoderFn] = 'small_cnn',
+    config: Optional[OrchestraConfig] = None,
+    client_optimizer: Optional[tff.learning.optimizers.Optimizer] = None,
+    client_weighting: tff.learning.ClientWeighting = tff.learning.ClientWeighting.NUM_EXAMPLES,
+    model_update_aggregation_factory: Optional[AggregationFactory] = None,
+    centroid_aggregation_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None,
+) -> OrchestraParts:
+  """Builds the parts of the Orchestra learning process (`build_orchestra_process` composes them).
 
   Args:
     input_shape: Shape of one image, `(height, width, channels)`, square.
@@ -137,8 +165,8 @@ def build_orchestra_process(
       centroids); the loss sums are then not aggregated.
 
   Returns:
-    A `tff.learning.templates.LearningProcess`. Its `next(state, datasets)`
-    takes one dataset of batched float32 images `[batch, *input_shape]` per
+    `OrchestraParts`; composed, a `tff.learning.templates.LearningProcess`
+    whose `next(state, datasets)` takes one dataset of batched float32 images `[batch, *input_shape]` per
     client (`prepare_client_dataset` makes one). Shuffle a client's dataset
     per round with a seed and `reshuffle_each_iteration=False`: the client
     iterates it several times, and reshuffling makes rounds non-repeatable.
@@ -185,7 +213,7 @@ def build_orchestra_process(
       centroid_aggregation_factory=centroid_aggregation_factory,
   )
   aggregator = factory.create(weights_type, tff.TensorType(np.float32))
-  return tff.learning.templates.compose_learning_process(
+  return OrchestraParts(
       initial_model_weights,
       tff.learning.templates.build_broadcast_process(weights_type),
       client_work,
