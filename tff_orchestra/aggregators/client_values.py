@@ -49,6 +49,25 @@ class Flattening:
     return tf.nest.pack_sequence_as(self.specs, leaves)
 
 
+def median(rows: tf.Tensor) -> tf.Tensor:
+  """The median over the first axis (for an even count, the mean of the two middle values, as `numpy.median`);
+  zeros when there are no rows."""
+  ordered, count = tf.sort(rows, axis=0), tf.shape(rows)[0]
+  return tf.cond(count > 0, lambda: (ordered[(count - 1) // 2] + ordered[count // 2]) / 2,
+                 lambda: tf.zeros(tf.shape(rows)[1:], rows.dtype))
+
+
+def l2_norm(value) -> tf.Tensor:
+  """The L2 norm (float32) of all of a structure's tensors together; one function, so a norm a client
+  sends and the one it compares with the server's bound are the same number."""
+  return tf.linalg.global_norm([tf.cast(x, tf.float32) for x in tf.nest.flatten(value)])
+
+
+def scaled(value, scale: tf.Tensor):
+  """Every tensor of `value` times the float32 scalar `scale`, in its own dtype."""
+  return tf.nest.map_structure(lambda x: x * tf.cast(scale, x.dtype), value)
+
+
 def collect(value, flat: Flattening):
   """(rows `[clients, dimension]`, non-finite clients (int32)) at the server, from `value` at the clients."""
   row_type = tff.TensorType(flat.dtype, [flat.dimension])

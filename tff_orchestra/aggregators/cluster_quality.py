@@ -342,10 +342,9 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       if robust:
         # The update clipped to the round's bound (its unit sketch is unchanged); quality from the centre.
         centre, typical, bound = reference[0]
-        norm = tf.linalg.global_norm([tf.cast(x, tf.float64) for x in tf.nest.flatten(value)])
-        clipped = tf.logical_and(tf.cast(norm, tf.float32) > bound, tf.logical_not(excluded))
-        scale = tf.where(clipped, tf.cast(bound, tf.float64) / norm, tf.constant(1.0, tf.float64))
-        value = tf.nest.map_structure(lambda x: tf.cast(tf.cast(x, tf.float64) * scale, x.dtype), value)
+        norm = client_values.l2_norm(value)
+        clipped = tf.logical_and(norm > bound, tf.logical_not(excluded))
+        value = client_values.scaled(value, tf.where(clipped, bound / norm, 1.0))
         agreement = tf.nn.relu(tf.tensordot(centre, unit_sketch, 1))
         fit = tf.where(typical > 0, tf.minimum(1.0, agreement / typical), tf.cast(agreement > 0, tf.float32))
         quality = floor + (1.0 - floor) * fit
@@ -388,12 +387,8 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     def sketch_row(value):
       # Computed on the value as sent: a non-finite one gives a non-finite row, which the collection leaves out.
       unit_sketch = tf.math.l2_normalize(signed_fold_sketch(value, sketch_dim, seed))
-      norm = tf.cast(tf.linalg.global_norm([tf.cast(x, tf.float64) for x in tf.nest.flatten(value)]), tf.float32)
+      norm = client_values.l2_norm(value)
       return tf.concat([unit_sketch, norm[tf.newaxis]], axis=0)
-
-    def median(values):
-      ordered, count = tf.sort(values), tf.shape(values)[0]
-      return tf.cond(count > 0, lambda: (ordered[(count - 1) // 2] + ordered[count // 2]) / 2, lambda: 0.0)
 
     @tff.tensorflow.computation(tff.TensorType(np.float32, [None, sketch_dim + 1]))
     def robust_reference(rows):
@@ -404,11 +399,11 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       cosines = tf.matmul(sketches, sketches, transpose_b=True)
       others = tf.where(tf.eye(tf.shape(rows)[0], dtype=tf.bool), -1.0, cosines)
       weights = tf.clip_by_value((1.0 - tf.reduce_max(others, axis=1)) / (1.0 - _TWIN_COSINE), 0.0, 1.0)
-      weights *= tf.cast(norms <= _NORM_OUTLIER * median(norms), tf.float32)
+      weights *= tf.cast(norms <= _NORM_OUTLIER * client_values.median(norms), tf.float32)
       weights = tf.where(tf.reduce_sum(weights) > 0, weights, tf.ones_like(weights))
       centre = tf.math.l2_normalize(tf.linalg.matvec(sketches, weights, transpose_a=True))
-      typical = median(tf.nn.relu(tf.linalg.matvec(sketches, centre)))
-      bound = tf.where(tf.shape(rows)[0] > 0, multiplier * median(norms), np.inf)
+      typical = client_values.median(tf.nn.relu(tf.linalg.matvec(sketches, centre)))
+      bound = tf.where(tf.shape(rows)[0] > 0, multiplier * client_values.median(norms), np.inf)
       return centre, typical, bound
 
     return sketch_row, robust_reference

@@ -12,14 +12,7 @@ from __future__ import annotations
 
 import collections
 
-import tensorflow as tf
-
 from tff_orchestra.aggregators import client_values
-
-
-def sorted_columns(rows: tf.Tensor) -> tf.Tensor:
-  """`rows` with each column sorted ascending."""
-  return tf.sort(rows, axis=0)
 
 
 class CoordinateMedian(client_values.RobustEstimate):
@@ -29,7 +22,4 @@ class CoordinateMedian(client_values.RobustEstimate):
   """
 
   def estimate(self, rows):
-    ordered = sorted_columns(rows)
-    clients = tf.shape(rows)[0]
-    median = (ordered[(clients - 1) // 2] + ordered[clients // 2]) / 2
-    return median, collections.OrderedDict()
+    return client_values.median(rows), collections.OrderedDict()

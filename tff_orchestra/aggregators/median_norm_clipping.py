@@ -67,25 +67,19 @@ class MedianNormClipping(composition.ComposableFactory, tff.aggregators.Unweight
     inner_process = self.inner_factory.create(value_type)
     multiplier = self._multiplier
     norm_flattening = client_values.Flattening(_NORM)
-    norm_of = tff.tensorflow.computation(lambda value: tf.cast(tf.linalg.global_norm(
-        [tf.cast(x, tf.float64) for x in tf.nest.flatten(value)]), tf.float32), value_type)
+    norm_of = tff.tensorflow.computation(client_values.l2_norm, value_type)
 
     @tff.tensorflow.computation(tff.TensorType(np.float32, [None, 1]))
     def bound_from(norms):
-      ordered = tf.sort(norms[:, 0])
-      count = tf.shape(ordered)[0]
-      median = tf.cond(count > 0, lambda: (ordered[(count - 1) // 2] + ordered[count // 2]) / 2, lambda: 0.0)
-      return multiplier * median
+      return multiplier * client_values.median(norms[:, 0])
 
     @tff.tensorflow.computation(value_type, np.float32)
     def clip(value, bound):
       value, excluded = non_finite.exclude_non_finite(value)
-      norm = tf.linalg.global_norm([tf.cast(x, tf.float64) for x in tf.nest.flatten(value)])
-      # Compared as the server saw the norm (float32), so the median client itself is not clipped.
-      over = tf.cast(norm, tf.float32) > bound
-      scale = tf.where(over, tf.cast(bound, tf.float64) / norm, tf.constant(1.0, tf.float64))
-      clipped = tf.nest.map_structure(lambda x: tf.cast(tf.cast(x, tf.float64) * scale, x.dtype), value)
-      return clipped, tf.cast(over, tf.int32)
+      # The very norm the server saw, so the median client itself is not clipped.
+      norm = client_values.l2_norm(value)
+      over = norm > bound
+      return client_values.scaled(value, tf.where(over, bound / norm, 1.0)), tf.cast(over, tf.int32)
 
     @tff.federated_computation()
     def init_fn():

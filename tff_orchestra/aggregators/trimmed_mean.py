@@ -17,7 +17,6 @@ import tensorflow as tf
 
 from tff_orchestra import _checks
 from tff_orchestra.aggregators import client_values
-from tff_orchestra.aggregators.coordinate_median import sorted_columns
 
 
 class TrimmedMean(client_values.RobustEstimate):
@@ -40,7 +39,7 @@ class TrimmedMean(client_values.RobustEstimate):
     clients = tf.shape(rows)[0]
     # float64, as Python computes int(trim_fraction * n): the same count as scipy's.
     trimmed = tf.cast(tf.floor(self._trim_fraction * tf.cast(clients, tf.float64)), tf.int32)
-    kept = sorted_columns(rows)[trimmed:clients - trimmed]
+    kept = tf.sort(rows, axis=0)[trimmed:clients - trimmed]
     return tf.reduce_mean(kept, axis=0), collections.OrderedDict(trimmed_per_side=trimmed)
 
   def empty_measurements(self):
