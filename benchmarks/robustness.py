@@ -269,6 +269,25 @@ def markdown_table(summary: list[dict], aggregators: list[str], metric: str = 'a
   return '\n'.join(lines)
 
 
+def pick_table(summary: list[dict], aggregators: list[str]) -> str:
+  """Per attack and alpha: each aggregator's accuracy averaged over the malicious fractions, the best named,
+  with those within one point of it; clean runs as their own row."""
+  lines = ['| alpha | attack | best (mean accuracy over the fractions) | within 1 point | ' +
+           ' | '.join(aggregators) + ' |', '|' + '---|' * (4 + len(aggregators))]
+  for alpha in sorted({c['alpha'] for c in summary}):
+    for attack in sorted({c['attack'] for c in summary}, key=lambda a: (a != 'none', a)):
+      cells = [c for c in summary if c['alpha'] == alpha and c['attack'] == attack]
+      average = {a: statistics.mean(c['accuracy_mean'] for c in cells if c['aggregator'] == a)
+                 for a in aggregators if any(c['aggregator'] == a for c in cells)}
+      if not average:
+        continue
+      best = max(average, key=average.get)
+      close = [a for a in average if a != best and average[a] >= average[best] - 1.0]
+      values = ' | '.join(f'{average[a]:.1f}' if a in average else '' for a in aggregators)
+      lines.append(f'| {alpha:g} | {attack} | {best} ({average[best]:.1f}) | {", ".join(close) or "-"} | {values} |')
+  return '\n'.join(lines)
+
+
 def plot(summary: list[dict], aggregators: list[str], path: str) -> None:
   """Accuracy against malicious fraction: one panel per attack, one row per alpha; clean runs at fraction 0."""
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
@@ -375,6 +394,7 @@ def main(argv=None) -> int:
   shown = [name for name in factories if any(s['aggregator'] == name for s in summary)]
   plot(summary, shown, os.path.splitext(args.json)[0] + '.png')
   print(markdown_table(summary, shown))
+  print(pick_table(summary, shown))
   if args.task == 'orchestra':
     print(markdown_table(summary, shown, 'nmi_mean'))
   return 0
