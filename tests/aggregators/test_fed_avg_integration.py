@@ -68,6 +68,9 @@ CASES = {
     ),
     'secure_mean': (_secure_mean, True, ('mean_value',)),
     'three_chained': (_three_chained, True, ('quality_mean', 'cluster_quality')),
+    'cluster_quality_robust': (lambda: agg.ClusterQualityWeighting(2, robust=True), True, ('norm_bound',)),
+    'multi_krum': (lambda: agg.MultiKrum(num_byzantine=1), False, ('selected_clients',)),
+    'clipped_median': (lambda: agg.chain(agg.MedianNormClipping(), agg.CoordinateMedian()), False, ('clip',)),
 }
 
 
