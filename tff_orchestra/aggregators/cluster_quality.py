@@ -51,12 +51,13 @@ unweighted. The robust mode changes three things, within each round:
    honest clients with different data never send near-identical updates,
    colluders who coordinate do, and then count about once together), and is
    0 for an update longer than twice the median norm (boosted updates do not
-   steer the centre). The typical agreement `tau` is the median over clients
-   of `max(0, cos(sketch, centre))`.
+   steer the centre). The typical agreement `tau` is half the median over
+   clients of `max(0, cos(sketch, centre))`.
 3. Each client clips its update to the bound and takes the quality
    `floor + (1 - floor) * min(1, max(0, cos(sketch, centre)) / tau)`: full
-   weight at or above the typical agreement, the floor for an update that
-   points away from the consensus. Trust comes from agreeing with the round,
+   weight from half the median agreement up (with very different honest
+   data, agreement is low for everyone), the floor for an update that points
+   away from the consensus. Trust comes from agreeing with the round,
    not from the size of one's cluster, and round 1 is protected like every
    other.
 
@@ -85,6 +86,8 @@ _EMPTY_MASS = 1e-6
 # Robust mode (chosen on benchmarks/robustness.py's digits runs): near-twin updates and norm outliers in the centre.
 _TWIN_COSINE = 0.9
 _NORM_OUTLIER = 2.0
+# Robust mode: full weight from this share of the median agreement with the centre up.
+_FULL_WEIGHT_SHARE = 0.5
 
 
 def reference_type(sketch_dim: int) -> tff.Type:
@@ -165,7 +168,7 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       seed: int = 0,
       report_quality_range: bool = True,
       robust: bool = False,
-      norm_multiplier: float = 1.0,
+      norm_multiplier: float = 2.0,
       report_client_qualities: bool = False,
       inner_factory: Optional[tff.aggregators.WeightedAggregationFactory] = None,
       statistics_sum_factory: Optional[tff.aggregators.UnweightedAggregationFactory] = None,
@@ -187,7 +190,9 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
         clipped to the round's median norm (module docstring). Sends each
         client's unit sketch and norm to the server in the clear.
       norm_multiplier: With `robust`, the norm bound is this times the
-        median norm (> 0).
+        median norm (> 0). 2, chosen on the robustness benchmark: 1 clips
+        half the honest clients and costs 3 points of accuracy without
+        attackers at Dirichlet 0.1; 3 lets boosted updates through.
       report_client_qualities: Report each client's quality
         (`client_qualities`): per-client information, sent in the clear.
       inner_factory: Aggregates values with the scaled weights; it must yield
@@ -402,7 +407,7 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       weights *= tf.cast(norms <= _NORM_OUTLIER * client_values.median(norms), tf.float32)
       weights = tf.where(tf.reduce_sum(weights) > 0, weights, tf.ones_like(weights))
       centre = tf.math.l2_normalize(tf.linalg.matvec(sketches, weights, transpose_a=True))
-      typical = client_values.median(tf.nn.relu(tf.linalg.matvec(sketches, centre)))
+      typical = _FULL_WEIGHT_SHARE * client_values.median(tf.nn.relu(tf.linalg.matvec(sketches, centre)))
       bound = tf.where(tf.shape(rows)[0] > 0, multiplier * client_values.median(norms), np.inf)
       return centre, typical, bound
 
