@@ -69,45 +69,39 @@ def _honest(updates: np.ndarray, malicious: np.ndarray) -> np.ndarray:
   return honest
 
 
-def sign_flip(scale: float = 1.0) -> UpdateAttack:
-  """Attackers send `-scale` x their own update."""
-  check_number(scale, 'scale', low=0.0, low_inclusive=False)
+def _replacing(rows: Callable[[np.ndarray, np.ndarray, np.random.Generator], np.ndarray]) -> UpdateAttack:
+  """The attack whose attackers send `rows(updates, malicious, rng)` (a copy of `updates` is returned)."""
 
   def attack(updates, malicious, rng):
-    del rng
     updates, malicious = _checked(updates, malicious)
-    updates[malicious] *= -scale
+    updates[malicious] = rows(updates, malicious, rng)
     return updates
 
   return attack
+
+
+def sign_flip(scale: float = 1.0) -> UpdateAttack:
+  """Attackers send `-scale` x their own update."""
+  check_number(scale, 'scale', low=0.0, low_inclusive=False)
+  return _replacing(lambda updates, malicious, rng: -scale * updates[malicious])
 
 
 def scaling(boost: float = 10.0) -> UpdateAttack:
   """Attackers send `boost` x their own update (model replacement, with poisoned data)."""
   check_number(boost, 'boost', low=0.0, low_inclusive=False)
-
-  def attack(updates, malicious, rng):
-    del rng
-    updates, malicious = _checked(updates, malicious)
-    updates[malicious] *= boost
-    return updates
-
-  return attack
+  return _replacing(lambda updates, malicious, rng: boost * updates[malicious])
 
 
 def gaussian(norm_multiple: float = 3.0) -> UpdateAttack:
   """Attackers send random Gaussian directions with `norm_multiple` x the honest clients' mean norm."""
   check_number(norm_multiple, 'norm_multiple', low=0.0, low_inclusive=False)
 
-  def attack(updates, malicious, rng):
-    updates, malicious = _checked(updates, malicious)
+  def rows(updates, malicious, rng):
     norm = norm_multiple * float(np.mean(np.linalg.norm(_honest(updates, malicious), axis=1)))
     noise = rng.normal(size=(int(malicious.sum()), updates.shape[1]))
-    noise *= norm / np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
-    updates[malicious] = noise
-    return updates
+    return noise * norm / np.maximum(np.linalg.norm(noise, axis=1, keepdims=True), 1e-12)
 
-  return attack
+  return _replacing(rows)
 
 
 def alie_z(num_clients: int, num_malicious: int) -> float:
@@ -121,28 +115,18 @@ def alie(z: Optional[float] = None) -> UpdateAttack:
   if z is not None:
     check_number(z, 'z', low=0.0)
 
-  def attack(updates, malicious, rng):
-    del rng
-    updates, malicious = _checked(updates, malicious)
+  def rows(updates, malicious, rng):
     honest = _honest(updates, malicious)
     shift = alie_z(len(updates), int(malicious.sum())) if z is None else z
-    updates[malicious] = honest.mean(axis=0) - shift * honest.std(axis=0)
-    return updates
+    return honest.mean(axis=0) - shift * honest.std(axis=0)
 
-  return attack
+  return _replacing(rows)
 
 
 def ipm(epsilon: float = 0.5) -> UpdateAttack:
   """Attackers all send `-epsilon` x the honest clients' mean update."""
   check_number(epsilon, 'epsilon', low=0.0, low_inclusive=False)
-
-  def attack(updates, malicious, rng):
-    del rng
-    updates, malicious = _checked(updates, malicious)
-    updates[malicious] = -epsilon * _honest(updates, malicious).mean(axis=0)
-    return updates
-
-  return attack
+  return _replacing(lambda updates, malicious, rng: -epsilon * _honest(updates, malicious).mean(axis=0))
 
 
 def no_attack(updates: np.ndarray, malicious: np.ndarray, rng: np.random.Generator) -> np.ndarray:
