@@ -1,10 +1,13 @@
-"""Each client's value at the server, for the robust aggregators that need them one by one.
+"""Each client's value at the server, for the aggregators that need per-client information.
 
 Coordinate-wise median, trimmed mean and Krum are functions of the individual
 client values, not of their sum, so no secure sum can stand in for this
 collection: the server sees every participating client's value in the clear
 (`privacy_check` lists it as an unsecure aggregation), and `chain` refuses a
-secure sum elsewhere in a chain that collects (`composition.is_secure`).
+secure sum in a chain with one of them (`collects_client_values`,
+`composition.is_secure`). `MedianNormClipping` and the robust mode of
+`ClusterQualityWeighting` collect less (norms; unit sketches and norms), and
+their values may still go through a secure inner sum.
 
 `collect(value, flat)` runs inside a federated computation: each client
 flattens its value into one vector (`Flattening`); a client whose value has a
@@ -20,12 +23,14 @@ value (`estimate`), so each of them is only its statistic.
 from __future__ import annotations
 
 import collections
+
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_orchestra import _checks
 from tff_orchestra.aggregators import composition
+from tff_orchestra.aggregators import integer_grid
 from tff_orchestra.aggregators import non_finite
 from tff_orchestra.runtime import contexts
 
@@ -35,18 +40,14 @@ class Flattening:
 
   def __init__(self, value_type: tff.Type):
     self.specs = tff.types.type_to_tf_tensor_specs(value_type)
-    leaves = tf.nest.flatten(self.specs)
-    self.sizes = [spec.shape.num_elements() for spec in leaves]
-    self.dimension = sum(self.sizes)
-    self.dtype = np.float64 if any(spec.dtype == tf.float64 for spec in leaves) else np.float32
+    self.dimension = integer_grid.size_of(value_type)
+    self.dtype = np.float64 if any(spec.dtype == tf.float64 for spec in tf.nest.flatten(self.specs)) else np.float32
 
   def flatten(self, value) -> tf.Tensor:
     return tf.concat([tf.reshape(tf.cast(leaf, self.dtype), [-1]) for leaf in tf.nest.flatten(value)], axis=0)
 
   def unflatten(self, vector: tf.Tensor):
-    pieces = tf.split(vector, self.sizes) if self.sizes else []
-    leaves = [tf.cast(tf.reshape(piece, spec.shape), spec.dtype) for piece, spec in zip(pieces, tf.nest.flatten(self.specs))]
-    return tf.nest.pack_sequence_as(self.specs, leaves)
+    return integer_grid.unflatten(vector, self.specs)
 
 
 def median(rows: tf.Tensor) -> tf.Tensor:
