@@ -187,7 +187,8 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
         keep `next` free of unsecure aggregation (with a secure
         `statistics_sum_factory` and a secure inner factory).
       robust: Quality from agreement with the round's robust centre, updates
-        clipped to the round's median norm (module docstring). Sends each
+        clipped to `norm_multiplier` x the round's median norm (module
+        docstring). Sends each
         client's unit sketch and norm to the server in the clear.
       norm_multiplier: With `robust`, the norm bound is this times the
         median norm (> 0). 2, chosen on the robustness benchmark: 1 clips
@@ -243,8 +244,9 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     prototypes_type, mass_type = initial_prototypes.type_signature.result[0], initial_prototypes.type_signature.result[1]
     score_client = self._client_scoring(value_type, weight_type, prototypes_type, mass_type, scaled_weight_dtype)
     statistics_type = score_client.type_signature.result[3]
-    sketch_row, robust_reference = self._robust_reference(value_type)
-    sketch_flattening = client_values.Flattening(sketch_row.type_signature.result)
+    if self._robust:
+      sketch_row, robust_reference = self._robust_reference(value_type)
+      sketch_flattening = client_values.Flattening(sketch_row.type_signature.result)
     statistics_process = self._statistics_sum_factory.create(statistics_type)
     kmeans_step = self._server_kmeans_step(prototypes_type, mass_type, statistics_type)
 
@@ -302,6 +304,7 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
         measurements['norm_bound'] = tff.federated_map(norm_bound_of, reference)
         measurements['clipped_clients'] = tff.federated_map(clipped_count, statistics_output.result)
       if self._report_client_qualities:
+        # quality_range[1] is each client's quality, 0 for an excluded one.
         measurements['client_qualities'] = tff.federated_map(
             first_column, client_values.collect(quality_range[1], client_values.Flattening(tff.TensorType(np.float32)))[0])
       measurements['statistics'] = statistics_output.measurements
@@ -335,7 +338,6 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     floor, temperature = self._floor, self._temperature
 
     robust = self._robust
-
     parameters = [value_type, weight_type, prototypes_type, mass_type, np.bool_]
 
     def score(value, weight, prototypes, mass, ready, *reference):
@@ -385,7 +387,7 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     return tff.tensorflow.computation(lambda v, w, p, m, r: score(v, w, p, m, r), *parameters)
 
   def _robust_reference(self, value_type) -> tuple[tff.Computation, tff.Computation]:
-    """(update -> its unit sketch and norm, one row; rows -> (robust centre, norm bound))."""
+    """(update -> its unit sketch and norm, one row; rows -> (robust centre, typical agreement, norm bound))."""
     sketch_dim, seed, multiplier = self._sketch_dim, self._seed, self._norm_multiplier
 
     @tff.tensorflow.computation(value_type)
