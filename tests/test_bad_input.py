@@ -21,7 +21,7 @@ from tff_orchestra.aggregators import registry
 
 CLI_CASES = {
     'unknown dataset': (['--dataset', 'mnist'], "argument --dataset: must be one of digits, cifar10, cifar100, got 'mnist'"),
-    'unknown aggregator': (['--aggregator', 'median'], "unknown aggregator 'median'"),
+    'unknown aggregator': (['--aggregator', 'geometric_median'], "unknown aggregator 'geometric_median'"),
     'aggregator key missing': (['--aggregator', 'gaussian_noise:noise_multiplier=1.0'], "missing 1 required positional argument: 'clip'"),
     'aggregator key out of range': (['--aggregator', 'secure_sum:bits=70'], 'bits'),
     'aggregator key not a number': (['--aggregator', 'secure_sum:bits=many'], 'bits'),
@@ -133,7 +133,7 @@ PYTHON_CASES = {
         lambda: agg.ClusterQualityWeighting(2).create(tff.TensorType(np.float32, [None]), tff.TensorType(np.float32)),
         TypeError, 'fully defined shapes'),
     'chain of a non-factory': (lambda: agg.chain('mean'), TypeError, 'chain'),
-    'registry unknown name': (lambda: registry.build_stage('median'), ValueError, "unknown aggregator 'median'"),
+    'registry unknown name': (lambda: registry.build_stage('geometric_median'), ValueError, "unknown aggregator 'geometric_median'"),
     'registry bad spec': (lambda: registry.build_stage('secure_sum:bits'), ValueError, 'secure_sum'),
     'orchestra temperature inf': (lambda: orchestra.OrchestraConfig(temperature=math.inf), settings.InvalidSetting, 'temperature must be finite'),
     'orchestra memory below local clusters': (

@@ -176,4 +176,4 @@ def test_robustness_orchestra_smoke(tmp_path):
   [result] = report['results']
   assert result['attack'] == 'ipm' and 0 <= result['accuracy'] <= 100 and -1 <= result['nmi'] <= 1
   assert report['summary'][0]['nmi_mean'] == result['nmi']
-  assert stdout.count('| alpha | attack |') == 2  # few-label probe and NMI tables
+  assert stdout.count('| alpha | attack |') == 3  # few-label probe, which-to-pick and NMI tables
