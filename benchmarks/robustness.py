@@ -288,7 +288,7 @@ def pick_table(summary: list[dict], aggregators: list[str]) -> str:
   return '\n'.join(lines)
 
 
-def plot(summary: list[dict], aggregators: list[str], path: str) -> None:
+def plot(summary: list[dict], aggregators: list[str], path: str, ylabel: str = 'test accuracy (%)') -> None:
   """Accuracy against malicious fraction: one panel per attack, one row per alpha; clean runs at fraction 0."""
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
 
@@ -307,7 +307,7 @@ def plot(summary: list[dict], aggregators: list[str], path: str) -> None:
       axis.set_title(f'{attack}, alpha={alpha:g}', fontsize=9)
       axis.set_xlabel('malicious fraction')
       axis.set_ylim(0, 100)
-    axes[row][0].set_ylabel('test accuracy (%)')
+    axes[row][0].set_ylabel(ylabel)
   axes[0][-1].legend(fontsize=7, loc='lower left')
   figure.savefig(path, dpi=120)
   print(f'wrote {path}')
@@ -392,7 +392,8 @@ def main(argv=None) -> int:
           write_report(args.json, config, results=results, summary=summarise(results))
   summary = summarise(results)
   shown = [name for name in factories if any(s['aggregator'] == name for s in summary)]
-  plot(summary, shown, os.path.splitext(args.json)[0] + '.png')
+  plot(summary, shown, os.path.splitext(args.json)[0] + '.png',
+       'few-label probe accuracy (%)' if args.task == 'orchestra' else 'test accuracy (%)')
   print(markdown_table(summary, shown))
   print(pick_table(summary, shown))
   if args.task == 'orchestra':
