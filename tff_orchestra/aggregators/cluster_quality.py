@@ -267,7 +267,8 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     norm_bound_of = tff.tensorflow.computation(lambda reference: reference[2], reference_type(self._sketch_dim))
     clipped_count = tff.tensorflow.computation(lambda totals: tf.cast(tf.round(totals['clipped_clients']), tf.int32),
                                                statistics_type) if self._robust else None
-    first_column = tff.tensorflow.computation(lambda rows: rows[:, 0], tff.TensorType(np.float32, [None, 1]))
+    first_column = tff.tensorflow.computation(lambda rows: rows[:, 0], tff.TensorType(np.float32, [None, 1])) \
+        if self._report_client_qualities else None
     add = tff.tensorflow.computation(lambda a, b: a + b, np.int64, np.int64)
 
     @tff.federated_computation(
