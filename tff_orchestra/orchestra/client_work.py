@@ -6,7 +6,9 @@ Per round, every selected client:
    centroids C (broadcast from this process's state);
 2. in the initialisation round 0 only fills its memory bank with target
    projections of view 1 (BatchNorm statistics left as they were) and trains
-   nothing; in later rounds trains `local_epochs` epochs, each batch:
+   nothing; in later rounds trains `local_epochs` epochs over its examples,
+   reshuffled every epoch into full `batch_size` batches (`batches.py`),
+   each batch:
    EMA-update the target (`target <- tau target + (1 - tau) online`), then
    `L = L_cluster + L_deg` with
    `L_cluster = -mean_i sum_k q_ik log p_ik`, `q = softmax(norm(g_t(f_t(x1))) C^T / T)`,
@@ -16,10 +18,11 @@ Per round, every selected client:
    the FIFO memory bank;
 3. clusters its memory bank into K_l equal-size local centroids (Sinkhorn);
 4. returns the change of *every* model variable (online, target, BatchNorm
-   statistics) as its model update, weighted by its number of examples, plus
-   its local centroids and loss sums. A client without data, or whose data or
-   results are not finite, contributes weight 0 and no centroids; the
-   measurements count such clients.
+   statistics) as its model update, weighted by the examples it trained on
+   (those in full batches: the reference weights by its number of batches),
+   plus its local centroids and loss sums. A client without one full batch,
+   or whose data or results are not finite, contributes weight 0 and no
+   centroids; the measurements count such clients.
 
 The model update goes to the user's aggregation factory. The local centroids
 travel separately: a reservoir-sampling collection brings them to the server
@@ -58,6 +61,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_orchestra.orchestra import augment
+from tff_orchestra.orchestra import batches
 from tff_orchestra.orchestra import clustering
 from tff_orchestra.orchestra.model import EncoderFn, OrchestraNetworks
 from tff_orchestra.orchestra.config import OrchestraConfig
@@ -133,17 +137,15 @@ class LocalTraining:
   Calling it returns `(ClientResult, local centroids, loss sums, global
   cluster sums)` (the last for private centroids); each call
   starts from the given `incoming` weights with a fresh optimiser state and an
-  empty memory bank. The update weight is the number of examples, or with
-  `uniform_weighting` 1 (0 for a client without data), as TFF's
-  `ClientWeighting.UNIFORM`.
+  empty memory bank. The update weight is the number of examples in full
+  batches, or with `uniform_weighting` 1 (0 for a client without a full
+  batch), as TFF's `ClientWeighting.UNIFORM`.
 
-  Every loop over the dataset goes through an iterator (a `tf.while_loop`):
-  autograph turns `for x in dataset` into `dataset.reduce`, whose reduce
-  function (here the whole training step) TensorFlow instantiates anew each
-  time the op runs, about 0.4 s per client per round for the small CNN.
-  The client iterates its dataset several times (counting, seeding, each
-  epoch), so a dataset that reshuffles on each iteration makes the round
-  non-repeatable in TFF's runtime: shuffle it per round with a fixed seed.
+  The dataset is read through iterators (a `tf.while_loop`): autograph turns
+  `for x in dataset` into `dataset.reduce`, whose reduce function TensorFlow
+  instantiates anew each time the op runs. The client reads its dataset
+  twice (seeding, gathering), so a dataset that reshuffles on each
+  iteration makes the round non-repeatable: the client shuffles itself.
   """
 
   def __init__(
@@ -174,23 +176,28 @@ class LocalTraining:
     tf.nest.map_structure(lambda v, t: v.assign(t), model_weights, incoming)
     seed = client_seed(round_seed, dataset)
     bank, filled = tf.zeros([config.memory_size, config.projection_dim]), tf.constant(0)
-    num_examples, data_finite = tf.constant(0), tf.constant(True)
-    for images in iter(dataset):
-      num_examples += tf.shape(images)[0]
-      data_finite = tf.logical_and(data_finite, tf.reduce_all(tf.math.is_finite(images)))
+    examples, data_finite = batches.gather_examples(dataset)
+    num_examples = tf.shape(examples)[0]
+    batches_per_epoch = num_examples // config.batch_size
 
     if initialization_round:
+      # As the reference's reset_memory: target projections of view 1 of the first shuffled
+      # batches, until the bank is full, BatchNorm statistics left as they were.
       saved = [tf.identity(v) for v in self._target_statistics]
-      for step, images in iter(dataset.unbatch().take(config.memory_size).batch(config.memory_size).enumerate()):
-        view1, _, _, _ = augment.three_views(images, seed + [0, step], **views)
+      order = batches.epoch_orders(num_examples, config.batch_size, 1, seed + [0, 1])
+      fill_batches = tf.minimum(batches_per_epoch, -(-config.memory_size // config.batch_size))
+      for step in tf.range(fill_batches):
+        view1, _, _, _ = augment.three_views(tf.gather(examples, order[step]), seed + [0, step], **views)
         bank, filled = push_to_memory(bank, filled, networks.target_projection(view1))
       for variable, value in zip(self._target_statistics, saved):
         variable.assign(value)
 
-    cluster_sum, degeneracy_sum, batches = tf.constant(0.0), tf.constant(0.0), tf.constant(0)
-    epochs = tf.where(initialization_round, tf.constant(0, tf.int64), tf.constant(config.local_epochs, tf.int64))
-    for step, images in iter(dataset.repeat(epochs).enumerate()):
-      view1, view2, view3, rotations = augment.three_views(images, seed + [1, step], **views)
+    cluster_sum, degeneracy_sum = tf.constant(0.0), tf.constant(0.0)
+    epochs = tf.where(initialization_round, 0, config.local_epochs)
+    order = batches.epoch_orders(num_examples, config.batch_size, epochs, seed + [1, 1])
+    batches_run = tf.shape(order)[0]
+    for step in tf.range(batches_run):
+      view1, view2, view3, rotations = augment.three_views(tf.gather(examples, order[step]), seed + [1, step], **views)
       ema_update(networks.ema_pairs, config.ema_decay)
       target_projection = networks.target_projection(view1)
       with tf.GradientTape() as tape:
@@ -205,7 +212,6 @@ class LocalTraining:
       bank, filled = push_to_memory(bank, filled, target_projection)
       cluster_sum += l_cluster
       degeneracy_sum += l_degeneracy
-      batches += 1
 
     cluster_sums = global_cluster_sums(bank, filled, centroids)
     valid_rows = bank[config.memory_size - filled:]
@@ -223,10 +229,11 @@ class LocalTraining:
         + [tf.reduce_all(tf.math.is_finite(t)) for t in tf.nest.flatten(update) + [local_centroids]]
     )
     update = tf.nest.map_structure(lambda t: tf.where(finite, t, tf.zeros_like(t)), update)
+    trained_examples = batches_per_epoch * config.batch_size  # examples in full batches, as the reference's loader
     if self._uniform_weighting:
-      weight = tf.cast(num_examples > 0, tf.float32)
+      weight = tf.cast(trained_examples > 0, tf.float32)
     else:
-      weight = tf.cast(num_examples, tf.float32)
+      weight = tf.cast(trained_examples, tf.float32)
     kept = tf.cast(finite, tf.float32)
     result = tff.learning.templates.ClientResult(update=update, update_weight=weight * kept)
     local = collections.OrderedDict(
@@ -236,9 +243,9 @@ class LocalTraining:
     metrics = collections.OrderedDict(
         cluster_loss_sum=tf.where(finite, cluster_sum, 0.0),
         degeneracy_loss_sum=tf.where(finite, degeneracy_sum, 0.0),
-        batches=tf.cast(batches, tf.float32) * kept,
-        examples=tf.cast(num_examples, tf.float32) * kept,
-        empty_clients=tf.cast(tf.equal(num_examples, 0), tf.float32),
+        batches=tf.cast(batches_run, tf.float32) * kept,
+        examples=tf.cast(trained_examples, tf.float32) * kept,
+        empty_clients=tf.cast(tf.equal(batches_per_epoch, 0), tf.float32),
         non_finite_clients=1.0 - kept,
     )
     cluster_sums = tf.nest.map_structure(lambda t: tf.where(finite, t, tf.zeros_like(t)), cluster_sums)
@@ -335,7 +342,7 @@ def build_orchestra_client_work(
   `global_centroids` [K_g, D], `collector` (the sampling collector's state;
   with `centroid_aggregation_factory`, `centroid_agg`, its state).
   Measurements: `train` (`cluster_loss`, `degeneracy_loss`, `examples`,
-  `empty_clients`, `non_finite_clients`: clients whose update was dropped) and
+  `empty_clients`: clients without a full batch, `non_finite_clients`: clients whose update was dropped) and
   `global_clustering` (`loss_before`, `loss`, `clusters_in_use`,
   `local_centroids`); with `centroid_aggregation_factory` (private centroids,
   module docstring) no `train`, `global_clustering` (`clusters_in_use`,

@@ -8,6 +8,7 @@ the command line reads it to build its flags.
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 from tff_orchestra.settings import InvalidSetting, check_fields, integer, number, setting
 
@@ -38,7 +39,11 @@ class OrchestraConfig:
                                                   check=number(minimum=0))
   max_clients_per_round: int = setting(1000, help='most clients in one round (sizes the server clustering)',
                                        check=integer(1), derived='run.clients_per_round')
-  min_crop_area: float = setting(0.35, help='smallest image area a random crop keeps', check=number(above=0, maximum=1))
+  batch_size: int = setting(16, help="clients' batch size: each epoch reshuffles a client's examples into full batches",
+                            check=integer(1), derived='data.batch_size')
+  min_crop_area: Optional[float] = setting(
+      None, help="smallest image area a random crop keeps (default: each view's reference value, 0.5 for Orchestra)",
+      check=number(above=0, maximum=1))
   flip: bool = setting(True, help='random horizontal flips (--no-flip for digits)')
   seed: int = setting(0, help="seed of the learner's initialisation and augmentation", check=integer(0),
                       derived='run.seed')

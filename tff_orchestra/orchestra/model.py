@@ -7,6 +7,8 @@
   -> BatchNorm without scale and centre (the reference's
   `projection_MLP_orchestra`).
 * Degeneracy head: Dense(4) on the *un-normalised* projector output.
+* Every BatchNorm is PyTorch's (epsilon 1e-5, momentum 0.1), as the
+  reference's layers: `batch_norm`.
 * Target network: a copy of backbone + projector, never trained by gradients.
 
 `OrchestraNetworks.model_weights()` lays the variables out as TFF's
@@ -26,13 +28,18 @@ EncoderFn = Callable[[Sequence[int]], tf.keras.Model]
 NUM_ROTATIONS = 4
 
 
+def batch_norm(**kwargs) -> tf.keras.layers.BatchNormalization:
+  """BatchNorm as PyTorch's default `BatchNorm1d/2d` (the reference's): epsilon 1e-5, momentum 0.1 (Keras 0.9)."""
+  return tf.keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, **kwargs)
+
+
 def small_cnn(input_shape: Sequence[int], width: int = 32) -> tf.keras.Model:
   """Three conv-BN-ReLU blocks (strides 1, 2, 2) and global average pooling."""
   inputs = tf.keras.Input(shape=tuple(input_shape))
   x = inputs
   for filters, stride in ((width, 1), (2 * width, 2), (4 * width, 2)):
     x = tf.keras.layers.Conv2D(filters, 3, strides=stride, padding='same', use_bias=False)(x)
-    x = tf.keras.layers.BatchNormalization()(x)
+    x = batch_norm()(x)
     x = tf.keras.layers.ReLU()(x)
   outputs = tf.keras.layers.GlobalAveragePooling2D()(x)
   return tf.keras.Model(inputs, outputs, name='small_cnn')
@@ -41,13 +48,13 @@ def small_cnn(input_shape: Sequence[int], width: int = 32) -> tf.keras.Model:
 def _basic_block(x: tf.Tensor, filters: int, stride: int) -> tf.Tensor:
   shortcut = x
   y = tf.keras.layers.Conv2D(filters, 3, strides=stride, padding='same', use_bias=False)(x)
-  y = tf.keras.layers.BatchNormalization()(y)
+  y = batch_norm()(y)
   y = tf.keras.layers.ReLU()(y)
   y = tf.keras.layers.Conv2D(filters, 3, padding='same', use_bias=False)(y)
-  y = tf.keras.layers.BatchNormalization()(y)
+  y = batch_norm()(y)
   if stride != 1 or x.shape[-1] != filters:
     shortcut = tf.keras.layers.Conv2D(filters, 1, strides=stride, use_bias=False)(x)
-    shortcut = tf.keras.layers.BatchNormalization()(shortcut)
+    shortcut = batch_norm()(shortcut)
   return tf.keras.layers.ReLU()(y + shortcut)
 
 
@@ -55,7 +62,7 @@ def resnet18(input_shape: Sequence[int]) -> tf.keras.Model:
   """CIFAR ResNet-18: 3x3 stride-1 stem, no max-pool, [2, 2, 2, 2] basic blocks."""
   inputs = tf.keras.Input(shape=tuple(input_shape))
   x = tf.keras.layers.Conv2D(64, 3, padding='same', use_bias=False)(inputs)
-  x = tf.keras.layers.BatchNormalization()(x)
+  x = batch_norm()(x)
   x = tf.keras.layers.ReLU()(x)
   for filters, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
     x = _basic_block(x, filters, stride)
@@ -88,10 +95,10 @@ def projector(feature_dim: int, projection_dim: int) -> tf.keras.Model:
   """The Orchestra projector (output not yet L2-normalised)."""
   inputs = tf.keras.Input(shape=(feature_dim,))
   x = tf.keras.layers.Dense(projection_dim, use_bias=False)(inputs)
-  x = tf.keras.layers.BatchNormalization()(x)
+  x = batch_norm()(x)
   x = tf.keras.layers.ReLU()(x)
   x = tf.keras.layers.Dense(projection_dim, use_bias=False)(x)
-  outputs = tf.keras.layers.BatchNormalization(center=False, scale=False)(x)
+  outputs = batch_norm(center=False, scale=False)(x)
   return tf.keras.Model(inputs, outputs, name='projector')
 
 
