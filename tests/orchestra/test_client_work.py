@@ -6,6 +6,7 @@ import tensorflow as tf
 import tensorflow_federated as tff
 
 from tff_orchestra.orchestra import augment
+from tff_orchestra.orchestra import batches
 from tff_orchestra.orchestra import client_work as cw
 from tff_orchestra.orchestra.model import OrchestraNetworks, small_cnn
 
@@ -54,7 +55,9 @@ def test_one_client_step_loss_equals_the_formula(client_update, initial_weights)
   # The same step, written out: EMA first (target == online: no change), then the views.
   networks = _networks_with(initial_weights)
   seed = cw.client_seed(tf.constant(round_seed), tf.data.Dataset.from_tensors(images))
-  view1, view2, view3, rotations = augment.three_views(tf.constant(images), seed + [1, 0])
+  order = batches.epoch_orders(16, CONFIG.batch_size, 1, seed + [1, 1])  # the client's shuffle of epoch 1
+  assert sorted(order.numpy()[0]) == list(range(16))
+  view1, view2, view3, rotations = augment.three_views(tf.gather(images, order[0]), seed + [1, 0])
   cw.ema_update(networks.ema_pairs, CONFIG.ema_decay)
   target = networks.target_projection(view1).numpy()
   online = networks.online_projection(view2).numpy()
@@ -83,13 +86,33 @@ def test_initialisation_round_trains_nothing_and_fills_the_bank(client_update, i
   result, local, metrics, _ = client_update(
       initial_weights, [images[:16], images[16:32], images[32:]], centroids, True, np.array([0, 0], np.int64)
   )
-  assert metrics['batches'] == 0.0 and metrics['examples'] == 40.0
+  assert metrics['batches'] == 0.0 and metrics['examples'] == 32.0  # two full batches of 16; 8 dropped
   for part in (result.update.trainable, result.update.non_trainable):
     for array in part:
       np.testing.assert_array_equal(array, 0.0)
   assert local['valid'] == 1.0
   np.testing.assert_allclose(np.linalg.norm(local['centroids'], axis=1), 1.0, atol=1e-5)
-  assert result.update_weight == 40.0
+  assert result.update_weight == 32.0
+
+
+def test_a_client_without_a_full_batch_trains_nothing_and_counts_as_empty(client_update, initial_weights):
+  images = np.random.default_rng(1).uniform(size=(CONFIG.batch_size - 1, *SHAPE)).astype(np.float32)
+  result, local, metrics, _ = client_update(
+      initial_weights, [images], np.zeros((8, 16), np.float32), False, np.array([0, 2], np.int64)
+  )
+  assert result.update_weight == 0.0 and metrics['batches'] == 0.0 and metrics['empty_clients'] == 1.0
+
+
+def test_epochs_see_fresh_full_batch_permutations_repeatable_from_the_seed():
+  orders = batches.epoch_orders(tf.constant(40), 16, 3, tf.constant([5, 6], tf.int64)).numpy()
+  assert orders.shape == (6, 16)  # 3 epochs x 2 full batches (the last 8 examples of each epoch dropped)
+  epochs = orders.reshape(3, 32)
+  assert all(len(set(epoch)) == 32 for epoch in epochs)  # no example twice in an epoch
+  assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
+  np.testing.assert_array_equal(orders, batches.epoch_orders(tf.constant(40), 16, 3, tf.constant([5, 6], tf.int64)))
+  examples, finite = batches.gather_examples(tf.data.Dataset.from_tensor_slices(np.arange(10.0)).batch(3))
+  np.testing.assert_array_equal(examples, np.arange(10.0))
+  assert bool(finite)
 
 
 def test_empty_client_sends_zero_weight_and_invalid_centroids(client_update, initial_weights):

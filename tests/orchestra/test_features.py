@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from tff_orchestra import orchestra
+from tff_orchestra.orchestra import augment
 from tff_orchestra.orchestra.features import embed
 
 SHAPE = (8, 8, 1)
@@ -22,7 +23,7 @@ def test_embed_runs_the_online_backbone_and_projector_of_the_weights(networks):
   images = np.random.default_rng(0).uniform(size=(5, *SHAPE)).astype(np.float32)
   features, projections = embed(weights, images, encoder='small_cnn', projection_dim=PROJECTION_DIM, batch_size=2)
   assert features.shape == (5, 128) and projections.shape == (5, PROJECTION_DIM)
-  expected_features = networks.backbone(images, training=False).numpy()
+  expected_features = networks.backbone(augment.normalize(images), training=False).numpy()
   np.testing.assert_allclose(features, expected_features, rtol=1e-5, atol=1e-5)
   expected = tf.math.l2_normalize(networks.projector(expected_features, training=False), axis=1).numpy()
   np.testing.assert_allclose(projections, expected, rtol=1e-5, atol=1e-5)

@@ -189,7 +189,8 @@ def color_jitter(images: tf.Tensor, seed: tf.Tensor, strengths: tuple[float, flo
   for position in range(len(JITTER_OPERATIONS)):
     chosen = order[:, position][:, tf.newaxis, tf.newaxis, tf.newaxis]
     candidates = [operation(jittered, factor) for operation, factor in zip(JITTER_OPERATIONS, factors)]
-    jittered = tf.add_n([tf.where(chosen == k, candidate, 0.0) for k, candidate in enumerate(candidates)])
+    # tf.equal, not ==: Tensor.__eq__ compares identity in the graphs TFF builds.
+    jittered = tf.add_n([tf.where(tf.equal(chosen, k), candidate, 0.0) for k, candidate in enumerate(candidates)])
   apply = _uniform(seed + [0, 6], _per_image(images)) < probability
   return tf.where(apply, jittered, images)
 

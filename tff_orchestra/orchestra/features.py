@@ -2,7 +2,8 @@
 
 Builds the networks eagerly, loads `ModelWeights` (from
 `process.get_model_weights(state)`), and runs the online backbone and
-projector in inference mode (BatchNorm moving statistics).
+projector in inference mode (BatchNorm moving statistics) on the images
+normalised as in training (`augment.normalize`, the reference's test transform).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
 
+from tff_orchestra.orchestra import augment
 from tff_orchestra.orchestra.learner import resolve_encoder
 from tff_orchestra.orchestra.model import EncoderFn, OrchestraNetworks
 
@@ -33,7 +35,7 @@ def embed(
 
   @tf.function(input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.float32)])
   def forward(batch):
-    features = networks.backbone(batch, training=False)
+    features = networks.backbone(augment.normalize(batch), training=False)
     projections = tf.math.l2_normalize(networks.projector(features, training=False), axis=1)
     return features, projections
 
