@@ -67,7 +67,7 @@ def _seeded_keras(seed: int) -> Iterator[None]:
     np.random.set_state(numpy_state)
 
 
-def _build_finalizer(weights_type: tff.Type, variance_mask: Sequence[bool]) -> tff.learning.templates.FinalizerProcess:
+def build_finalizer(weights_type: tff.Type, variance_mask: Sequence[bool]) -> tff.learning.templates.FinalizerProcess:
   """weights += update; BatchNorm moving variances kept >= 0.
 
   A noised update (DP) can push a small moving variance below zero, which
@@ -167,10 +167,53 @@ def build_orchestra_parts(
   Returns:
     `OrchestraParts`; composed, a `tff.learning.templates.LearningProcess`
     whose `next(state, datasets)` takes one dataset of batched float32 images `[batch, *input_shape]` per
-    client (`prepare_client_dataset` makes one). Shuffle a client's dataset
-    per round with a seed and `reshuffle_each_iteration=False`: the client
-    iterates it several times, and reshuffling makes rounds non-repeatable.
+    client (`prepare_client_dataset` makes one; any batching). The client
+    reshuffles its examples into `config.batch_size` batches every epoch,
+    seeded by the round; it reads the dataset twice, so a dataset that
+    reshuffles on each iteration makes rounds non-repeatable.
   """
+  inputs = check_learner_inputs(input_shape, encoder, config, client_optimizer, client_weighting,
+                                model_update_aggregation_factory)
+  input_shape, encoder_fn, config, client_optimizer, factory = inputs
+  if centroid_aggregation_factory is not None:
+    if not isinstance(centroid_aggregation_factory, tff.aggregators.UnweightedAggregationFactory):
+      raise TypeError(
+          'centroid_aggregation_factory must be a tff.aggregators.UnweightedAggregationFactory, got '
+          f'{type(centroid_aggregation_factory).__name__}'
+      )
+    if composition.output_of(centroid_aggregation_factory) != composition.SUM:
+      raise ValueError(
+          f'centroid_aggregation_factory: {composition.describe(centroid_aggregation_factory)} yields the mean; '
+          "the centroid step needs the sum of the clients' projection sums (give it output='sum')"
+      )
+  initial_model_weights, variance_mask = build_initial_model_weights(
+      lambda: OrchestraNetworks(encoder_fn, input_shape, config.projection_dim), config.seed)
+  weights_type = initial_model_weights.type_signature.result
+  client_work = build_orchestra_client_work(
+      config, encoder_fn, input_shape, client_optimizer, weights_type,
+      uniform_weighting=client_weighting == tff.learning.ClientWeighting.UNIFORM,
+      centroid_aggregation_factory=centroid_aggregation_factory,
+  )
+  return OrchestraParts(
+      initial_model_weights,
+      tff.learning.templates.build_broadcast_process(weights_type),
+      client_work,
+      factory.create(weights_type, tff.TensorType(np.float32)),
+      build_finalizer(weights_type, variance_mask),
+  )
+
+
+class LearnerInputs(NamedTuple):
+  input_shape: tuple[int, ...]
+  encoder_fn: EncoderFn
+  config: OrchestraConfig
+  client_optimizer: tff.learning.optimizers.Optimizer
+  factory: AggregationFactory
+
+
+def check_learner_inputs(input_shape, encoder, config, client_optimizer, client_weighting,
+                         model_update_aggregation_factory) -> LearnerInputs:
+  """The learner's arguments checked, with their defaults filled in (every method's learner takes them)."""
   input_shape = tuple(int(d) for d in input_shape)
   if len(input_shape) != 3 or input_shape[0] != input_shape[1] or min(input_shape) < 1:
     raise ValueError(f'input_shape must be (size, size, channels) of a square image, got {input_shape}')
@@ -184,42 +227,23 @@ def build_orchestra_parts(
   if client_weighting not in (tff.learning.ClientWeighting.NUM_EXAMPLES, tff.learning.ClientWeighting.UNIFORM):
     raise ValueError(f'client_weighting must be NUM_EXAMPLES or UNIFORM, got {client_weighting!r}')
   factory = composition.as_model_aggregator(model_update_aggregation_factory or tff.aggregators.MeanFactory())
-  if centroid_aggregation_factory is not None:
-    if not isinstance(centroid_aggregation_factory, tff.aggregators.UnweightedAggregationFactory):
-      raise TypeError(
-          'centroid_aggregation_factory must be a tff.aggregators.UnweightedAggregationFactory, got '
-          f'{type(centroid_aggregation_factory).__name__}'
-      )
-    if composition.output_of(centroid_aggregation_factory) != composition.SUM:
-      raise ValueError(
-          f'centroid_aggregation_factory: {composition.describe(centroid_aggregation_factory)} yields the mean; '
-          "the centroid step needs the sum of the clients' projection sums (give it output='sum')"
-      )
+  return LearnerInputs(input_shape, encoder_fn, config, client_optimizer, factory)
 
+
+def build_initial_model_weights(networks_fn, seed: int) -> tuple[tff.Computation, list[bool]]:
+  """(the TF computation of the initial `ModelWeights`, target = online; which non-trainables are BN variances)."""
   variance_mask = []
 
   @tff.tensorflow.computation()
   def initial_model_weights():
-    with _seeded_keras(config.seed):
-      networks = OrchestraNetworks(encoder_fn, input_shape, config.projection_dim)
+    with _seeded_keras(seed):
+      networks = networks_fn()
     networks.copy_online_to_target()
-    variance_mask.extend('moving_variance' in v.name for v in networks.non_trainable)
-    return tf.nest.map_structure(tf.identity, networks.model_weights())
+    weights = networks.model_weights()
+    variance_mask.extend('moving_variance' in v.name for v in weights.non_trainable)
+    return tf.nest.map_structure(tf.identity, weights)
 
-  weights_type = initial_model_weights.type_signature.result
-  client_work = build_orchestra_client_work(
-      config, encoder_fn, input_shape, client_optimizer, weights_type,
-      uniform_weighting=client_weighting == tff.learning.ClientWeighting.UNIFORM,
-      centroid_aggregation_factory=centroid_aggregation_factory,
-  )
-  aggregator = factory.create(weights_type, tff.TensorType(np.float32))
-  return OrchestraParts(
-      initial_model_weights,
-      tff.learning.templates.build_broadcast_process(weights_type),
-      client_work,
-      aggregator,
-      _build_finalizer(weights_type, variance_mask),
-  )
+  return initial_model_weights, variance_mask
 
 
 def prepare_client_dataset(dataset: tf.data.Dataset, batch_size: int = 16) -> tf.data.Dataset:
