@@ -17,6 +17,7 @@ from tests.training.test_metrics import read_tensorboard_scalars
 from tff_orchestra import cli, runtime, settings, training
 from tff_orchestra.aggregators import registry
 from tff_orchestra.orchestra import model as orchestra_model
+from tff_orchestra.training import config as config_lib
 from tff_orchestra.training import loop
 
 TINY = [
@@ -216,14 +217,27 @@ def test_private_centroids_leave_nothing_outside_epsilon(tmp_path, capsys):
   assert 'every aggregation is noised' in capsys.readouterr().out
 
 
+def test_a_baseline_method_trains_under_dp_and_its_only_clear_channel_is_the_loss_sum(tmp_path, capsys):
+  update = 'gaussian_noise:noise_multiplier=1.0,clip=1.0,report_clipping=False'
+  result = training.run(_config(tmp_path, rounds=1, method='byol', aggregators=(update,), client_weighting='uniform'))
+  assert np.isfinite(result['rows'][-1]['client_work/train/loss'])
+  assert [row['method'] for row in result['table']] == ['byol', 'random encoder', 'raw pixels']
+  assert result['table'][0]['centroid_nmi'] is None  # no global centroids outside Orchestra
+  report = json.loads((tmp_path / 'privacy_report.json').read_text())
+  in_the_clear = [c['intrinsic'] for c in report['channels'] if not c['covered_by_epsilon']]
+  assert in_the_clear == ['federated_sum']  # the loss sums; no centroids
+  with pytest.raises(config_lib.ConfigError, match='centroid_aggregator is for Orchestra alone'):
+    _config(tmp_path / 'other', rounds=1, method='simclr', centroid_aggregator=update + ',output=sum').check_registered()
+
+
 def test_a_run_that_failed_before_its_first_checkpoint_does_not_block_its_retry(tmp_path, monkeypatch, capsys):
-  from tff_orchestra import orchestra  # pylint: disable=import-outside-toplevel
+  from tff_orchestra import methods  # pylint: disable=import-outside-toplevel
 
   def fail(*args, **kwargs):
     raise RuntimeError('the learner could not be built')
 
   with monkeypatch.context() as patch:
-    patch.setattr(orchestra, 'build_orchestra_process', fail)
+    patch.setattr(methods, 'build_learning_process', fail)
     assert cli.main(['train', '--output-dir', str(tmp_path), *TINY, '--rounds', '1']) == 1
   assert 'error: RuntimeError: the learner could not be built' in capsys.readouterr().err
   assert (tmp_path / 'config.toml').exists() and not (tmp_path / 'checkpoints').exists()

@@ -8,6 +8,7 @@ from typing import Sequence
 from matplotlib.figure import Figure  # Files only: no pyplot, so no backend is chosen for the process.
 
 LOSS_SERIES = (
+    ('client_work/train/loss', 'loss (clients)'),
     ('client_work/train/cluster_loss', 'cluster loss (clients)'),
     ('client_work/train/degeneracy_loss', 'degeneracy loss (clients)'),
     ('client_work/global_clustering/loss', 'global clustering loss (server)'),
@@ -26,9 +27,11 @@ def plot_losses(rows: Sequence[dict], path: str | os.PathLike) -> None:
   losses.set_title('losses')
   if losses.lines:
     losses.legend()
-  usage.plot([row['round'] for row in rows], [row['client_work/global_clustering/clusters_in_use'] for row in rows], marker='.')
+  in_use = 'client_work/global_clustering/clusters_in_use'
+  if in_use in rows[-1]:  # Orchestra's; the other methods have no global clusters
+    usage.plot([row['round'] for row in rows], [row[in_use] for row in rows], marker='.')
   usage.set_xlabel('round')
-  usage.set_title('global clusters in use')
+  usage.set_title('global clusters in use' if in_use in rows[-1] else 'no global clusters (not Orchestra)')
   figure.tight_layout()
   figure.savefig(path, dpi=110)
 

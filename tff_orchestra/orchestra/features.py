@@ -8,7 +8,7 @@ normalised as in training (`augment.normalize`, the reference's test transform).
 
 from __future__ import annotations
 
-from typing import Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import numpy as np
 import tensorflow as tf
@@ -16,7 +16,11 @@ import tensorflow_federated as tff
 
 from tff_orchestra.orchestra import augment
 from tff_orchestra.orchestra.learner import resolve_encoder
-from tff_orchestra.orchestra.model import EncoderFn, OrchestraNetworks
+from tff_orchestra.orchestra.config import OrchestraConfig
+from tff_orchestra.orchestra.model import EncoderFn
+
+if TYPE_CHECKING:
+  from tff_orchestra.methods.method import SelfSupervisedMethod
 
 
 def embed(
@@ -26,10 +30,20 @@ def embed(
     encoder: Union[str, EncoderFn],
     projection_dim: int,
     batch_size: int = 256,
+    method: Union[str, 'SelfSupervisedMethod'] = 'orchestra',
+    config: Optional[OrchestraConfig] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-  """(backbone features [N, F], L2-normalised online projections [N, D]) of `images`."""
+  """(backbone features [N, F], L2-normalised online projections [N, D]) of `images`.
+
+  `method` (a registered name or a `SelfSupervisedMethod`) and `config` (its
+  hyperparameters; default `OrchestraConfig(projection_dim=projection_dim)`)
+  say which networks the weights belong to.
+  """
+  from tff_orchestra.methods import method as method_lib  # pylint: disable=import-outside-toplevel
+
   images = np.asarray(images, np.float32)
-  networks = OrchestraNetworks(resolve_encoder(encoder), images.shape[1:], projection_dim)
+  config = config or OrchestraConfig(projection_dim=projection_dim)
+  networks = method_lib.resolve_method(method).networks(resolve_encoder(encoder), images.shape[1:], config)
   variables = networks.model_weights()
   tf.nest.map_structure(lambda v, w: v.assign(w), variables, tff.learning.models.ModelWeights(*model_weights))
 

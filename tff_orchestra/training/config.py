@@ -78,8 +78,10 @@ class DataConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """The encoder Orchestra trains; the learner's hyperparameters are [orchestra]."""
+  """The method and the encoder it trains; the hyperparameters (shared by every method) are [orchestra]."""
 
+  method: str = setting('orchestra', check=non_empty,
+                        help='orchestra, simclr, byol, simsiam, specloss, rotation, or a name a plugin registers')
   encoder: str = setting('small_cnn', help='small_cnn (8x8, 28x28), resnet18 (32x32), or a name a plugin registers',
                          check=non_empty)
 
@@ -227,7 +229,7 @@ class TrainConfig:
     return settings.differences(self, other, ignore=MAY_DIFFER_ON_RESUME)
 
   def check_registered(self) -> None:
-    """Imports the plugins, then checks the names they may register: the encoder, the aggregators."""
+    """Imports the plugins, then checks the names they may register: the encoder, the method, the aggregators."""
     from tff_orchestra import orchestra  # pylint: disable=import-outside-toplevel
 
     load_plugins(self.run.plugins)
@@ -236,6 +238,16 @@ class TrainConfig:
           'model.encoder', f'must be one of {", ".join(sorted(orchestra.ENCODERS))} (or registered by a plugin)',
           self.model.encoder,
       )
+    from tff_orchestra import methods  # pylint: disable=import-outside-toplevel
+
+    if self.model.method not in methods.registered_methods():
+      raise InvalidSetting(
+          'model.method', f'must be one of {", ".join(sorted(methods.registered_methods()))} (or registered by a plugin)',
+          self.model.method,
+      )
+    if self.aggregation.centroid_aggregator and self.model.method != 'orchestra':
+      raise InvalidSetting('aggregation.centroid_aggregator', 'is for Orchestra alone (other methods send no centroids)',
+                           self.aggregation.centroid_aggregator)
     with warnings.catch_warnings():
       warnings.simplefilter('ignore', UserWarning)  # `run` shows them once.
       build_aggregator(self)

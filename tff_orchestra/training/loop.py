@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from tff_orchestra import data as data_lib
 from tff_orchestra import evaluation
+from tff_orchestra import methods
 from tff_orchestra import orchestra
 from tff_orchestra import runtime
 from tff_orchestra.evaluation import plots
@@ -90,15 +91,19 @@ def prepare_output_dir(config: TrainConfig, resume: bool) -> tuple[int, list[dic
 
 
 def evaluate(config: TrainConfig, split: data_lib.FederatedSplit, initial_weights, final_weights, centroids) -> list[dict]:
-  """Orchestra against the random-init encoder and raw pixels on the same split."""
-  embed_kwargs = dict(encoder=config.model.encoder, projection_dim=config.orchestra.projection_dim)
+  """The trained method against the random-init encoder and raw pixels on the same split.
+
+  `centroids`: Orchestra's global centroids (scored as its own clustering), None for other methods.
+  """
+  embed_kwargs = dict(encoder=config.model.encoder, projection_dim=config.orchestra.projection_dim,
+                      method=config.model.method, config=config.orchestra)
   common = dict(labels_per_class=config.evaluation.labels_per_class, seed=config.run.seed)
   train_features, _ = embed(final_weights, split.train_images, **embed_kwargs)
   test_features, test_projections = embed(final_weights, split.test_images, **embed_kwargs)
   rows = [
       evaluation.evaluate_features(
-          'orchestra', train_features, split.train_labels, test_features, split.test_labels,
-          centroids=centroids, test_projections=test_projections, **common,
+          config.model.method, train_features, split.train_labels, test_features, split.test_labels,
+          centroids=centroids, test_projections=test_projections if centroids is not None else None, **common,
       )
   ]
   random_train, _ = embed(initial_weights, split.train_images, **embed_kwargs)
@@ -238,8 +243,8 @@ def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
     # The aggregator's caveats (and its factories' warnings at create()), one line each.
     with warnings.catch_warnings(record=True) as caught:
       warnings.simplefilter('always', UserWarning)
-      process = orchestra.build_orchestra_process(
-          input_shape, encoder=config.model.encoder, config=config.orchestra,
+      process = methods.build_learning_process(
+          input_shape, method=config.model.method, encoder=config.model.encoder, config=config.orchestra,
           client_weighting=CLIENT_WEIGHTINGS[config.aggregation.client_weighting],
           model_update_aggregation_factory=config_lib.build_aggregator(config),
           centroid_aggregation_factory=config_lib.build_centroid_aggregator(config),
@@ -290,7 +295,7 @@ def run(config: TrainConfig, *, resume: bool = False) -> dict[str, Any]:
       tensorboard.close()
     table = evaluate(
         config, split, process.get_model_weights(initial_state), process.get_model_weights(state),
-        orchestra.global_centroids(state),
+        orchestra.global_centroids(state) if config.model.method == 'orchestra' else None,
     )
 
   evaluation.write_table(table, os.path.join(out, 'evaluation'))

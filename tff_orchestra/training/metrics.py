@@ -57,6 +57,7 @@ def write_metrics(output_dir: str, rows: list[dict]) -> None:
 def progress_postfix(row: dict) -> dict[str, str]:
   """The losses, clusters in use and epsilon of a row, as the progress bar shows them."""
   shown = {
+      'loss': row.get('client_work/train/loss'),  # the baselines' one loss
       'cluster': row.get('client_work/train/cluster_loss'),
       'deg': row.get('client_work/train/degeneracy_loss'),
       'in use': row.get('client_work/global_clustering/clusters_in_use'),
