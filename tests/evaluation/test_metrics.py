@@ -186,3 +186,21 @@ def test_other_arguments_are_checked():
     ev.cluster_assignment_scores(x, np.ones((2, 4)), y)
   with pytest.raises(ValueError, match='test_labels must be 1-D with one label per row of test_features_projected'):
     ev.cluster_assignment_scores(x, np.ones((2, 3)), y[:5])
+
+
+def test_alignment_and_uniformity_are_wang_and_isolas():
+  rng = np.random.default_rng(0)
+  z = rng.normal(size=(40, 5))
+  z /= np.linalg.norm(z, axis=1, keepdims=True)
+  w = z + 0.1 * rng.normal(size=z.shape)
+  w /= np.linalg.norm(w, axis=1, keepdims=True)
+  assert ev.metrics.alignment(z, w) == pytest.approx(np.mean(np.sum((z - w) ** 2, axis=1)))
+  assert ev.metrics.alignment(z, z) == pytest.approx(0.0)
+  pairs = [np.exp(-2 * np.sum((z[i] - z[j]) ** 2)) for i in range(40) for j in range(i + 1, 40)]
+  assert ev.metrics.uniformity(z) == pytest.approx(np.log(np.mean(pairs)))
+  collapsed = np.tile(z[:1], (40, 1))
+  assert ev.metrics.uniformity(collapsed) == pytest.approx(0.0) and ev.metrics.uniformity(z) < -1.0
+  with pytest.raises(ValueError, match='L2-normalised'):
+    ev.metrics.uniformity(2 * z)
+  with pytest.raises(ValueError, match='shape of first_views'):
+    ev.metrics.alignment(z, z[:3])

@@ -17,16 +17,18 @@ def split():
   return train_x, labels, test_x, labels.copy(), means
 
 
-def _row(method, linear, few, knn, nmi, ari, centroid_nmi=None, centroid_ari=None, centroid_clusters_used=None):
+def _row(method, linear, few, knn, nmi, ari, centroid_nmi=None, centroid_ari=None, centroid_clusters_used=None,
+         alignment=None, uniformity=None):
   return {
       'method': method, 'linear_probe': linear, 'few_label_probe': few, 'knn': knn,
       'nmi': nmi, 'ari': ari, 'kmeans_clusters': 10, 'centroid_nmi': centroid_nmi,
       'centroid_ari': centroid_ari, 'centroid_clusters_used': centroid_clusters_used,
+      'alignment': alignment, 'uniformity': uniformity,
   }
 
 
 ROWS = [
-    _row('orchestra', 0.875, 0.6123, 0.8049, 0.4567, 0.1234, 0.5, 0.25, 17),
+    _row('orchestra', 0.875, 0.6123, 0.8049, 0.4567, 0.1234, 0.5, 0.25, 17, 0.4321, -2.5),
     _row('raw pixels', 0.4, 0.25, 0.331, 0.05, 0.0104),
 ]
 
@@ -36,7 +38,7 @@ def test_row_without_centroids_uses_kmeans_over_the_test_classes(split):
   row = ev.evaluate_features('blobs', train_x, train_y, test_x, test_y, labels_per_class=5, knn_k=5)
   assert list(row) == [
       'method', 'linear_probe', 'few_label_probe', 'knn', 'nmi', 'ari', 'kmeans_clusters',
-      'centroid_nmi', 'centroid_ari', 'centroid_clusters_used',
+      'centroid_nmi', 'centroid_ari', 'centroid_clusters_used', 'alignment', 'uniformity',
   ]
   assert row['method'] == 'blobs'
   assert row['kmeans_clusters'] == 3
@@ -59,6 +61,15 @@ def test_row_with_centroids_assigns_the_projections(split):
   assert row['nmi'] == pytest.approx(1.0)  # k-means on the features, as for every method
 
 
+def test_view_projections_give_alignment_and_uniformity(split):
+  train_x, train_y, test_x, test_y, _ = split
+  rng = np.random.default_rng(3)
+  first = rng.normal(size=(50, 4))
+  first /= np.linalg.norm(first, axis=1, keepdims=True)
+  row = ev.evaluate_features('m', train_x, train_y, test_x, test_y, labels_per_class=5, view_projections=(first, first))
+  assert row['alignment'] == pytest.approx(0.0) and row['uniformity'] < 0
+
+
 def test_evaluate_features_arguments_are_checked(split):
   train_x, train_y, test_x, test_y, means = split
   args = (train_x, train_y, test_x, test_y)
@@ -76,8 +87,9 @@ def test_table_shows_percentages_and_three_decimals():
   assert len(lines) == 4
   assert lines[0].split()[:2] == ['Method', 'Linear']
   assert set(lines[1]) <= {'-', ' '}
-  assert lines[2].split() == ['orchestra', '87.5', '61.2', '80.5', '0.457', '0.123', '0.500', '/', '0.250', '(17', 'clusters)']
-  assert lines[3].split() == ['raw', 'pixels', '40.0', '25.0', '33.1', '0.050', '0.010', '-']
+  assert lines[2].split() == ['orchestra', '87.5', '61.2', '80.5', '0.457', '0.123', '0.432', '-2.500', '0.500', '/',
+                              '0.250', '(17', 'clusters)']
+  assert lines[3].split() == ['raw', 'pixels', '40.0', '25.0', '33.1', '0.050', '0.010', '-', '-', '-']
   assert 'NMI (k-means, k=10)' in lines[0]
   for column in ('Linear probe', 'Few-label probe', 'kNN', 'NMI (k-means, k=10)', 'ARI (k-means, k=10)'):
     end = lines[0].index(column) + len(column)  # numbers right-aligned under the header

@@ -14,6 +14,9 @@ computed once, then scored here.
   to Orchestra's global centroids.
 * `kmeans_cluster_scores`: NMI/ARI of k-means on the features: the same
   protocol for every method, Orchestra and the baselines alike.
+* `alignment` / `uniformity`: Wang & Isola (2020)'s label-free scores of
+  normalised projections of two views (lower is better for both), which the
+  reference uses to select hyperparameters without labels.
 """
 
 from __future__ import annotations
@@ -322,3 +325,36 @@ def kmeans_cluster_scores(
   kmeans = cluster.KMeans(n_clusters=num_clusters, n_init=10, random_state=seed)
   assigned = kmeans.fit_predict(_unit_rows(features))
   return _partition_scores(labels, assigned)
+
+
+def _check_unit_rows(array: Any, name: str) -> np.ndarray:
+  array = check_features(array, name).astype(np.float64)
+  if not np.allclose(np.linalg.norm(array, axis=1), 1.0, atol=1e-3):
+    raise ValueError(f'{name} must hold L2-normalised rows (norm 1)')
+  return array
+
+
+def alignment(first_views: Any, second_views: Any, *, alpha: float = 2.0) -> float:
+  """`E ||f(x) - f(x')||^alpha` over the rows' pairs of views (Wang & Isola 2020, alpha 2): lower is better."""
+  first = _check_unit_rows(first_views, 'first_views')
+  second = _check_unit_rows(second_views, 'second_views')
+  if first.shape != second.shape:
+    raise ValueError(f'second_views must have the shape of first_views {first.shape}, got {second.shape}')
+  return float(np.mean(np.linalg.norm(first - second, axis=1) ** alpha))
+
+
+def uniformity(projections: Any, *, t: float = 2.0) -> float:
+  """`log E exp(-t ||f(x) - f(y)||^2)` over all pairs of distinct rows (Wang & Isola 2020, t 2): lower is better."""
+  z = _check_unit_rows(projections, 'projections')
+  if z.shape[0] < 2:
+    raise ValueError(f'projections must have at least 2 rows, got {z.shape[0]}')
+  n = z.shape[0]
+  exponents = []
+  for start in range(0, n, _KNN_BLOCK_ROWS):
+    block = z[start:start + _KNN_BLOCK_ROWS]
+    squared = np.maximum(2.0 - 2.0 * block @ z.T, 0.0)  # unit rows: ||a - b||^2 = 2 - 2 a.b
+    rows = np.arange(start, start + len(block))
+    keep = np.arange(n)[np.newaxis, :] > rows[:, np.newaxis]  # each pair once, never a row with itself
+    exponents.append(-t * squared[keep])
+  exponents = np.concatenate(exponents)
+  return float(np.logaddexp.reduce(exponents) - np.log(exponents.size))

@@ -35,6 +35,8 @@ _ROW_KEYS = (
     'centroid_nmi',
     'centroid_ari',
     'centroid_clusters_used',
+    'alignment',
+    'uniformity',
 )
 
 
@@ -50,6 +52,7 @@ def evaluate_features(
     num_clusters: int | None = None,
     centroids: Any = None,
     test_projections: Any = None,
+    view_projections: Any = None,
     seed: int = 0,
 ) -> dict[str, Any]:
   """Scores one method's features with every metric; returns a table row.
@@ -73,13 +76,16 @@ def evaluate_features(
     centroids: `[K, P]` global centroids, with `test_projections`.
     test_projections: `[M, P]` projections of the test examples, the space
       the centroids live in.
+    view_projections: `(z1, z2)`, L2-normalised projections `[M, P]` of two
+      augmented views of held-out images: scored as Wang & Isola's alignment
+      and uniformity (the reference's unsupervised model selection).
     seed: Seeds the few-label draw, the probes and k-means.
 
   Returns:
     `{'method', 'linear_probe', 'few_label_probe', 'knn'` (accuracies in
     [0, 1]), `'nmi', 'ari', 'kmeans_clusters', 'centroid_nmi',
-    'centroid_ari', 'centroid_clusters_used'}` (the last three None without
-    centroids).
+    'centroid_ari', 'centroid_clusters_used'}` (None without centroids),
+    `'alignment', 'uniformity'` (None without view projections).
   """
   if not isinstance(name, str) or not name:
     raise TypeError(f'name must be a non-empty str, got {name!r}')
@@ -114,7 +120,12 @@ def evaluate_features(
       'centroid_nmi': None,
       'centroid_ari': None,
       'centroid_clusters_used': None,
+      'alignment': None,
+      'uniformity': None,
   }
+  if view_projections is not None:
+    first, second = view_projections
+    row.update(alignment=metrics.alignment(first, second), uniformity=metrics.uniformity(first))
   if centroids is not None:
     scores = metrics.cluster_assignment_scores(test_projections, centroids, test_labels)
     row.update(
@@ -160,6 +171,8 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
       'Method',
       *(title for _, title in _ACCURACY_COLUMNS),
       *(f'{title} (k-means, k={",".join(map(str, kmeans))})' for _, title in _SCORE_COLUMNS),
+      'Alignment',
+      'Uniformity',
       'Global centroids NMI / ARI',
   ]
   lines = [
@@ -167,6 +180,7 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
           str(row['method']),
           *(f'{100.0 * row[key]:.1f}' for key, _ in _ACCURACY_COLUMNS),
           *(f'{row[key]:.3f}' for key, _ in _SCORE_COLUMNS),
+          *('-' if row[key] is None else f'{row[key]:.3f}' for key in ('alignment', 'uniformity')),
           _centroid_cell(row),
       ]
       for row in rows

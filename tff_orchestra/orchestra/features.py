@@ -39,13 +39,9 @@ def embed(
   hyperparameters; default `OrchestraConfig(projection_dim=projection_dim)`)
   say which networks the weights belong to.
   """
-  from tff_orchestra.methods import method as method_lib  # pylint: disable=import-outside-toplevel
-
   images = np.asarray(images, np.float32)
   config = config or OrchestraConfig(projection_dim=projection_dim)
-  networks = method_lib.resolve_method(method).networks(resolve_encoder(encoder), images.shape[1:], config)
-  variables = networks.model_weights()
-  tf.nest.map_structure(lambda v, w: v.assign(w), variables, tff.learning.models.ModelWeights(*model_weights))
+  networks = _networks_with(model_weights, images.shape[1:], encoder, method, config)
 
   @tf.function(input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.float32)])
   def forward(batch):
@@ -53,9 +49,53 @@ def embed(
     projections = tf.math.l2_normalize(networks.projector(features, training=False), axis=1)
     return features, projections
 
-  features, projections = [], []
-  for start in range(0, len(images), batch_size):
-    f, p = forward(tf.constant(images[start:start + batch_size]))
-    features.append(f.numpy())
-    projections.append(p.numpy())
-  return np.concatenate(features), np.concatenate(projections)
+  return _batched(forward, images, batch_size)
+
+
+def view_projections(
+    model_weights: tff.learning.models.ModelWeights,
+    images: np.ndarray,
+    *,
+    encoder: Union[str, EncoderFn],
+    method: Union[str, 'SelfSupervisedMethod'] = 'orchestra',
+    config: Optional[OrchestraConfig] = None,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+  """L2-normalised online projections of two views of each image (inference mode), for alignment and uniformity.
+
+  The views are the reference's `SimCLRTransform` (its model-selection
+  views), adapted by `config`'s crop and flip settings, drawn from `seed`.
+  """
+  images = np.asarray(images, np.float32)
+  config = config or OrchestraConfig()
+  networks = _networks_with(model_weights, images.shape[1:], encoder, method, config)
+  spec = augment.ORCHESTRA_VIEW_1.adapted(min_crop_area=config.min_crop_area, flip=config.flip)
+
+  @tf.function(input_signature=[tf.TensorSpec([None, *images.shape[1:]], tf.float32), tf.TensorSpec([2], tf.int64)])
+  def forward(batch, batch_seed):
+    project = lambda view: tf.math.l2_normalize(networks.project(view, training=False), axis=1)  # noqa: E731
+    return project(augment.view(batch, batch_seed + [1, 0], spec)), project(augment.view(batch, batch_seed + [2, 0], spec))
+
+  return _batched(lambda batch, index: forward(batch, tf.constant([seed, index], tf.int64)), images, batch_size,
+                  with_index=True)
+
+
+def _networks_with(model_weights, input_shape, encoder, method, config):
+  """The method's networks built eagerly, holding `model_weights`."""
+  from tff_orchestra.methods import method as method_lib  # pylint: disable=import-outside-toplevel
+
+  networks = method_lib.resolve_method(method).networks(resolve_encoder(encoder), input_shape, config)
+  tf.nest.map_structure(lambda v, w: v.assign(w), networks.model_weights(),
+                        tff.learning.models.ModelWeights(*model_weights))
+  return networks
+
+
+def _batched(forward, images: np.ndarray, batch_size: int, with_index: bool = False) -> tuple[np.ndarray, np.ndarray]:
+  firsts, seconds = [], []
+  for index, start in enumerate(range(0, len(images), batch_size)):
+    batch = tf.constant(images[start:start + batch_size])
+    first, second = forward(batch, index) if with_index else forward(batch)
+    firsts.append(first.numpy())
+    seconds.append(second.numpy())
+  return np.concatenate(firsts), np.concatenate(seconds)

@@ -159,7 +159,11 @@ class OrchestraNetworks:
 
   def online_projection(self, images: tf.Tensor) -> tf.Tensor:
     """Un-normalised online projector output (training mode: updates BN stats)."""
-    return self.projector(self.backbone(images, training=True), training=True)
+    return self.project(images, training=True)
+
+  def project(self, images: tf.Tensor, training: bool = True) -> tf.Tensor:
+    """Un-normalised online projector output (as every method's networks give it)."""
+    return self.projector(self.backbone(images, training=training), training=training)
 
   def target_projection(self, images: tf.Tensor) -> tf.Tensor:
     """L2-normalised target projection (training mode, as in the reference)."""

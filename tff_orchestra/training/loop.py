@@ -37,7 +37,7 @@ from tff_orchestra import methods
 from tff_orchestra import orchestra
 from tff_orchestra import runtime
 from tff_orchestra.evaluation import plots
-from tff_orchestra.orchestra.features import embed
+from tff_orchestra.orchestra.features import embed, view_projections
 from tff_orchestra.training import checkpoints
 from tff_orchestra.training import config as config_lib
 from tff_orchestra.training import metrics as metrics_lib
@@ -98,19 +98,25 @@ def evaluate(config: TrainConfig, split: data_lib.FederatedSplit, initial_weight
   embed_kwargs = dict(encoder=config.model.encoder, projection_dim=config.orchestra.projection_dim,
                       method=config.model.method, config=config.orchestra)
   common = dict(labels_per_class=config.evaluation.labels_per_class, seed=config.run.seed)
+
+  def views_of(weights):  # alignment and uniformity on the held-out (test) images, labels unused
+    return view_projections(weights, split.test_images, encoder=config.model.encoder, method=config.model.method,
+                            config=config.orchestra, seed=config.run.seed)
   train_features, _ = embed(final_weights, split.train_images, **embed_kwargs)
   test_features, test_projections = embed(final_weights, split.test_images, **embed_kwargs)
   rows = [
       evaluation.evaluate_features(
           config.model.method, train_features, split.train_labels, test_features, split.test_labels,
-          centroids=centroids, test_projections=test_projections if centroids is not None else None, **common,
+          centroids=centroids, test_projections=test_projections if centroids is not None else None,
+          view_projections=views_of(final_weights), **common,
       )
   ]
   random_train, _ = embed(initial_weights, split.train_images, **embed_kwargs)
   random_test, _ = embed(initial_weights, split.test_images, **embed_kwargs)
   rows.append(
       evaluation.evaluate_features(
-          'random encoder', random_train, split.train_labels, random_test, split.test_labels, **common
+          'random encoder', random_train, split.train_labels, random_test, split.test_labels,
+          view_projections=views_of(initial_weights), **common,
       )
   )
   rows.append(
