@@ -177,3 +177,21 @@ def test_robustness_orchestra_smoke(tmp_path):
   assert result['attack'] == 'ipm' and 0 <= result['accuracy'] <= 100 and -1 <= result['nmi'] <= 1
   assert report['summary'][0]['nmi_mean'] == result['nmi']
   assert stdout.count('| alpha | attack |') == 3  # few-label probe, which-to-pick and NMI tables
+
+
+@pytest.mark.slow
+def test_methods_smoke(tmp_path):
+  report, stdout = _run(
+      'methods.py', '--methods', 'orchestra', 'rotation', '--alphas', '0.5', '--seeds', '0', '--rounds', '1',
+      '--clients', '3', '--clients-per-round', '2', '--local-epochs', '1', *TINY_ORCHESTRA, '--labels-per-class', '2',
+      json_path=tmp_path / 'methods.json',
+  )
+  assert set(report['runs']) == {'orchestra|alpha=0.5|seed=0', 'rotation|alpha=0.5|seed=0'}
+  by_method = report['summary']['0.5']
+  assert all(by_method[m]['seconds_per_round']['mean'] > 0 and 'uniformity' in by_method[m] for m in by_method)
+  assert sorted(report['ranks']['0.5']['nmi'].values()) == [1, 2]
+  assert (tmp_path / 'methods.png').stat().st_size > 0 and 'rotation' in stdout
+  _, again = _run('methods.py', '--methods', 'orchestra', 'rotation', '--alphas', '0.5', '--seeds', '0', '--rounds', '1',
+                  '--clients', '3', '--clients-per-round', '2', '--local-epochs', '1', *TINY_ORCHESTRA,
+                  '--labels-per-class', '2', json_path=tmp_path / 'methods.json')
+  assert 'resuming: 2 runs already in' in again
