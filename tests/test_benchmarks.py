@@ -195,3 +195,18 @@ def test_methods_smoke(tmp_path):
                   '--clients', '3', '--clients-per-round', '2', '--local-epochs', '1', *TINY_ORCHESTRA,
                   '--labels-per-class', '2', json_path=tmp_path / 'methods.json')
   assert 'resuming: 2 runs already in' in again
+
+
+@pytest.mark.slow
+def test_methods_runs_cifar10_from_local_files(tmp_path):
+  from tests.data import fake_cifar  # pylint: disable=import-outside-toplevel
+
+  files = {name: fake_cifar.batch(10, 40, seed) for seed, name in enumerate(fake_cifar.CIFAR10['train'])}
+  files[fake_cifar.CIFAR10['test']] = fake_cifar.batch(10, 60, seed=99)
+  fake_cifar.write_archive(tmp_path / 'data', 10, files)
+  report, _ = _run(
+      'methods.py', '--dataset', 'cifar10', '--data-dir', str(tmp_path / 'data'), '--methods', 'rotation',
+      '--alphas', '0.1', '--seeds', '0', '--rounds', '1', '--clients', '3', '--clients-per-round', '2',
+      '--local-epochs', '1', *TINY_ORCHESTRA, '--labels-per-class', '2', json_path=tmp_path / 'cifar.json',
+  )
+  assert report['train']['data']['dataset'] == 'cifar10' and list(report['runs']) == ['rotation|alpha=0.1|seed=0']
