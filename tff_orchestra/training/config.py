@@ -106,7 +106,7 @@ class AggregationConfig:
   )
   client_weighting: str = setting(
       'examples', check=one_of(*CLIENT_WEIGHTINGS),
-      help='weight of a client update: examples (its number of examples) or uniform (use uniform under DP noise)',
+      help='weight of a client update: examples (those in its full batches) or uniform (use uniform under DP noise)',
   )
 
   def __post_init__(self):
