@@ -79,6 +79,12 @@ def ranks(by_method: dict) -> dict[str, dict[str, int]]:
   return ranked
 
 
+def cell(stats: dict, metric: str, rank: int) -> str:
+  """'mean ± std (rank)', accuracies in %."""
+  scale, digits = (100.0, 1) if metric in PERCENT else (1.0, 3 if metric != 'seconds_per_round' else 1)
+  return f"{stats[metric]['mean'] * scale:.{digits}f} ± {stats[metric]['std'] * scale:.{digits}f} ({rank})"
+
+
 def format_summary(summary) -> str:
   lines = []
   for alpha, by_method in summary.items():
@@ -86,12 +92,7 @@ def format_summary(summary) -> str:
     lines += [header, '-' * len(header)]
     ranked = ranks(by_method)
     for method, stats in by_method.items():
-      cells = []
-      for metric in METRICS:
-        scale, digits = (100.0, 1) if metric in PERCENT else (1.0, 3 if metric != 'seconds_per_round' else 1)
-        cell = f"{stats[metric]['mean'] * scale:.{digits}f} ± {stats[metric]['std'] * scale:.{digits}f} ({ranked[metric][method]})"
-        cells.append(f'{cell:>22}')
-      lines.append(f'{method:<16}' + ''.join(cells))
+      lines.append(f'{method:<16}' + ''.join(f'{cell(stats, metric, ranked[metric][method]):>22}' for metric in METRICS))
     lines.append('')
   return '\n'.join(lines)
 
@@ -104,11 +105,8 @@ def markdown_table(summary) -> str:
   for alpha, by_method in summary.items():
     ranked = ranks(by_method)
     for method, stats in by_method.items():
-      cells = []
-      for metric in METRICS:
-        scale, digits = (100.0, 1) if metric in PERCENT else (1.0, 3 if metric != 'seconds_per_round' else 1)
-        cell = f"{stats[metric]['mean'] * scale:.{digits}f} ± {stats[metric]['std'] * scale:.{digits}f} ({ranked[metric][method]})"
-        cells.append(f'**{cell}**' if ranked[metric][method] == 1 else cell)
+      cells = [cell(stats, metric, ranked[metric][method]) for metric in METRICS]
+      cells = [f'**{text}**' if ranked[metric][method] == 1 else text for metric, text in zip(METRICS, cells)]
       lines.append(f'| {alpha} | {method} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines)
 

@@ -24,7 +24,7 @@ import tensorflow_federated as tff
 
 from tff_orchestra.methods.method import BatchLossMethod
 from tff_orchestra.orchestra import batches
-from tff_orchestra.orchestra.client_work import client_seed, ema_update
+from tff_orchestra.orchestra.client_work import client_seed, ema_update, training_counts
 from tff_orchestra.orchestra.config import OrchestraConfig
 from tff_orchestra.orchestra.model import EncoderFn
 
@@ -76,10 +76,7 @@ class MethodTraining:
     kept = tf.cast(finite, tf.float32)
     metrics = collections.OrderedDict(
         loss_sum=tf.where(finite, loss_sum, 0.0),
-        batches=tf.cast(tf.shape(order)[0], tf.float32) * kept,
-        examples=trained_examples * kept,
-        empty_clients=tf.cast(tf.equal(batches_per_epoch, 0), tf.float32),
-        non_finite_clients=1.0 - kept,
+        **training_counts(tf.shape(order)[0], trained_examples, batches_per_epoch, kept),
     )
     return tff.learning.templates.ClientResult(update=update, update_weight=weight * kept), metrics
 

@@ -243,13 +243,21 @@ class LocalTraining:
     metrics = collections.OrderedDict(
         cluster_loss_sum=tf.where(finite, cluster_sum, 0.0),
         degeneracy_loss_sum=tf.where(finite, degeneracy_sum, 0.0),
-        batches=tf.cast(batches_run, tf.float32) * kept,
-        examples=tf.cast(trained_examples, tf.float32) * kept,
-        empty_clients=tf.cast(tf.equal(batches_per_epoch, 0), tf.float32),
-        non_finite_clients=1.0 - kept,
+        **training_counts(batches_run, trained_examples, batches_per_epoch, kept),
     )
     cluster_sums = tf.nest.map_structure(lambda t: tf.where(finite, t, tf.zeros_like(t)), cluster_sums)
     return result, local, metrics, cluster_sums
+
+
+def training_counts(batches_run, trained_examples, batches_per_epoch, kept) -> collections.OrderedDict:
+  """What a client's round counts (summed over clients): batches and examples trained (0 if its update was
+  dropped), whether it had no full batch, whether its update was dropped as not finite."""
+  return collections.OrderedDict(
+      batches=tf.cast(batches_run, tf.float32) * kept,
+      examples=tf.cast(trained_examples, tf.float32) * kept,
+      empty_clients=tf.cast(tf.equal(batches_per_epoch, 0), tf.float32),
+      non_finite_clients=1.0 - kept,
+  )
 
 
 def build_client_update(
