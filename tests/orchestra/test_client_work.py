@@ -103,18 +103,6 @@ def test_a_client_without_a_full_batch_trains_nothing_and_counts_as_empty(client
   assert result.update_weight == 0.0 and metrics['batches'] == 0.0 and metrics['empty_clients'] == 1.0
 
 
-def test_epochs_see_fresh_full_batch_permutations_repeatable_from_the_seed():
-  orders = batches.epoch_orders(tf.constant(40), 16, 3, tf.constant([5, 6], tf.int64)).numpy()
-  assert orders.shape == (6, 16)  # 3 epochs x 2 full batches (the last 8 examples of each epoch dropped)
-  epochs = orders.reshape(3, 32)
-  assert all(len(set(epoch)) == 32 for epoch in epochs)  # no example twice in an epoch
-  assert not np.array_equal(epochs[0], epochs[1]) and not np.array_equal(epochs[1], epochs[2])
-  np.testing.assert_array_equal(orders, batches.epoch_orders(tf.constant(40), 16, 3, tf.constant([5, 6], tf.int64)))
-  examples, finite = batches.gather_examples(tf.data.Dataset.from_tensor_slices(np.arange(10.0)).batch(3))
-  np.testing.assert_array_equal(examples, np.arange(10.0))
-  assert bool(finite)
-
-
 def test_empty_client_sends_zero_weight_and_invalid_centroids(client_update, initial_weights):
   result, local, metrics, _ = client_update(
       initial_weights, [], np.zeros((8, 16), np.float32), False, np.array([0, 2], np.int64)
