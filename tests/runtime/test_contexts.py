@@ -113,7 +113,7 @@ def test_orchestra_rounds_split_across_two_workers_equal_a_local_run(two_workers
   with runtime.simulation_context(workers=two_workers):
     remote = rounds()
     again = rounds()
-  assert remote[2]['client_work']['train']['examples'] == 160.0
+  assert remote[2]['client_work']['train']['examples'] == 128.0  # 4 clients x 2 full batches of 16
   tf.nest.map_structure(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), local, remote)
   tf.nest.map_structure(np.testing.assert_array_equal, remote, again)  # partial aggregates merge in worker order
 
