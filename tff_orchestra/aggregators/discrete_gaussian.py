@@ -33,13 +33,16 @@ callers choose their grid so that the noise fits.
 
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 import tensorflow as tf
 
 MAX_VARIANCE = 2**22
 _RANGE = 2**62  # uniform int64 draws are in [0, 2**62): 64 random bits modulo a power of two.
 _PRODUCT_LIMIT = 2**31  # |x| * t stays below this, so (|x| * t - variance)**2 fits int64.
+_SPARE_CANDIDATES = 4.0  # a pass proposes this many standard deviations more candidates than it expects to need
 
 
 def max_magnitude(variance: int) -> int:
@@ -57,107 +60,164 @@ def fold_seed(seed: tf.Tensor, data) -> tf.Tensor:
   return tf.cast(tf.random.experimental.stateless_fold_in(seed, tf.cast(data, tf.int64)), tf.int64)
 
 
-def uniform_below(m: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """One uniform integer in [0, m[i]) for each int64 `m[i]` in [1, 2**62], by rejection (no modulo bias)."""
-  m = tf.convert_to_tensor(m, tf.int64)
-  limit = (_RANGE // m) * m  # the largest multiple of m within range: values at or above it are redrawn.
+def _words_below(shape, limit: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """Uniform int64 words in [0, limit): 62 random bits each, redrawn where they reach `limit` (scalar or per element)."""
 
   def draw(attempt):
-    return tf.random.stateless_uniform(tf.shape(m), fold_seed(seed, attempt), 0, _RANGE, dtype=tf.int64)
+    return tf.random.stateless_uniform(shape, fold_seed(seed, attempt), 0, _RANGE, dtype=tf.int64)
 
-  _, drawn = tf.while_loop(
-      lambda attempt, u: tf.reduce_any(u >= limit),
-      lambda attempt, u: (attempt + 1, tf.where(u >= limit, draw(attempt + 1), u)),
+  _, words = tf.while_loop(
+      lambda attempt, words: tf.reduce_any(words >= limit),
+      lambda attempt, words: (attempt + 1, tf.where(words >= limit, draw(attempt + 1), words)),
       (tf.constant(0, tf.int64), draw(0)),
   )
-  return drawn % m
+  return words
 
 
-def bernoulli(numerator: tf.Tensor, denominator: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """Bernoulli(numerator / denominator) per element, exactly (0 <= numerator <= denominator)."""
-  return uniform_below(denominator, seed) < numerator
+def uniform_below(m: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """One uniform integer in [0, m[i]) for each int64 `m[i]` in [1, 2**62], by rejection (no modulo bias).
 
-
-def _bernoulli_exp_at_most_one(numerator: tf.Tensor, denominator: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """Bernoulli(exp(-numerator / denominator)) for ratios in [0, 1] (CKS 2020, Algorithm 1).
-
-  k counts up while Bernoulli(gamma / k) succeeds; the result is whether k is
-  odd. Only the elements still counting are drawn in each pass.
+  A word below the largest multiple of m, `bucket * m` (`bucket = 2**62 // m`),
+  is uniform there, so `word // bucket` is uniform in [0, m).
   """
-  k = tf.ones_like(numerator)
-  counting = tf.range(tf.size(numerator, out_type=tf.int64), dtype=tf.int64)
-
-  def step(k, counting):
-    k_now = tf.gather(k, counting)
-    denominators = tf.gather(denominator, counting) * k_now
-    with tf.control_dependencies([
-        tf.debugging.assert_less_equal(denominators, tf.constant(_RANGE, tf.int64), message='sampler overflow')
-    ]):
-      # Every element still counting is at the same k: the pass is its index.
-      going = bernoulli(tf.gather(numerator, counting), denominators, fold_seed(seed, k_now[0]))
-    counting = tf.boolean_mask(counting, going)
-    k = tf.tensor_scatter_nd_add(k, counting[:, tf.newaxis], tf.ones_like(counting))
-    return k, counting
-
-  k, _ = tf.while_loop(
-      lambda k, counting: tf.size(counting) > 0,
-      step,
-      [k, counting],
-      shape_invariants=[k.shape, tf.TensorShape([None])],
-  )
-  return tf.equal(k % 2, 1)
+  m = tf.convert_to_tensor(m, tf.int64)
+  bucket = _RANGE // m
+  return _words_below(tf.shape(m), bucket * m, seed) // bucket
 
 
-def bernoulli_exp(numerator: tf.Tensor, denominator: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """Bernoulli(exp(-numerator / denominator)) per element, for any ratio >= 0 (CKS 2020, Algorithm 2).
+def bernoulli(numerator: tf.Tensor, denominator, seed: tf.Tensor) -> tf.Tensor:
+  """Bernoulli(numerator / denominator) per element of `numerator`, exactly (0 <= numerator <= denominator).
 
-  The integer part g needs g successes of Bernoulli(exp(-1)) (stopping at the
-  first failure), the fractional part one more draw.
+  `uniform_below(denominator) < numerator` without the division: the word is
+  below `numerator * bucket`.
   """
   numerator = tf.convert_to_tensor(numerator, tf.int64)
   denominator = tf.convert_to_tensor(denominator, tf.int64)
-  whole, fraction = numerator // denominator, numerator % denominator
-  whole_seed, fraction_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-  alive = tf.ones_like(numerator, tf.bool)
-  done = tf.zeros_like(numerator)
-  pending = tf.cast(tf.where(whole > 0)[:, 0], tf.int64)
+  with tf.control_dependencies([
+      tf.debugging.assert_less_equal(denominator, tf.constant(_RANGE, tf.int64), message='sampler overflow')
+  ]):
+    bucket = _RANGE // denominator
+  return _words_below(tf.shape(numerator), bucket * denominator, seed) < numerator * bucket
 
-  def step(alive, done, pending, passes):
-    ones = tf.ones_like(pending)
-    success = _bernoulli_exp_at_most_one(ones, ones, fold_seed(whole_seed, passes))
-    failed = tf.boolean_mask(pending, tf.logical_not(success))
-    alive = tf.tensor_scatter_nd_update(alive, failed[:, tf.newaxis], tf.zeros_like(failed, tf.bool))
-    passed = tf.boolean_mask(pending, success)
-    done = tf.tensor_scatter_nd_add(done, passed[:, tf.newaxis], tf.ones_like(passed))
-    pending = tf.boolean_mask(passed, tf.gather(done, passed) < tf.gather(whole, passed))
-    return alive, done, pending, passes + 1
 
-  alive, _, _, _ = tf.while_loop(
-      lambda alive, done, pending, passes: tf.size(pending) > 0,
+def _bernoulli_exp_at_most_one(numerator: tf.Tensor, denominator, seed: tf.Tensor) -> tf.Tensor:
+  """Bernoulli(exp(-numerator / denominator)) for ratios in [0, 1] (CKS 2020, Algorithm 1).
+
+  k counts up while Bernoulli(gamma / k) succeeds; the result is whether k
+  stopped odd. Every element still counting is at the same k, so a pass
+  draws only for those (`denominator` is a scalar).
+  """
+  denominator = tf.convert_to_tensor(denominator, tf.int64)
+  going = bernoulli(numerator, denominator, fold_seed(seed, 1))
+  odd = tf.logical_not(going)  # stopped at k = 1
+  counting = tf.cast(tf.where(going)[:, 0], tf.int64)
+
+  def step(odd, counting, numerators, k):
+    going = bernoulli(numerators, denominator * k, fold_seed(seed, k))
+    stopped = tf.boolean_mask(counting, tf.logical_not(going))
+    odd = tf.tensor_scatter_nd_update(odd, stopped[:, tf.newaxis], tf.fill(tf.shape(stopped), tf.equal(k % 2, 1)))
+    return odd, tf.boolean_mask(counting, going), tf.boolean_mask(numerators, going), k + 1
+
+  odd, _, _, _ = tf.while_loop(
+      lambda odd, counting, numerators, k: tf.size(counting) > 0,
       step,
-      [alive, done, pending, tf.constant(0, tf.int64)],
-      shape_invariants=[alive.shape, done.shape, tf.TensorShape([None]), tf.TensorShape([])],
+      [odd, counting, tf.gather(numerator, counting), tf.constant(2, tf.int64)],
+      shape_invariants=[odd.shape, tf.TensorShape([None]), tf.TensorShape([None]), tf.TensorShape([])],
   )
-  return tf.logical_and(alive, _bernoulli_exp_at_most_one(fraction, denominator, fraction_seed))
+  return odd
 
 
-def _geometric_exp_minus_one(size: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-  """Per element, the number of successes of Bernoulli(exp(-1)) before the first failure."""
-  count = tf.zeros([size], tf.int64)
-  going = tf.range(size, dtype=tf.int64)
+def _successes_of_exp_minus_one(limit: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+  """Per element, successes of Bernoulli(exp(-1)) before the first failure, counting at most `limit[i]` of them.
 
-  def step(count, going, passes):
-    ones = tf.ones_like(going)
-    going = tf.boolean_mask(going, _bernoulli_exp_at_most_one(ones, ones, fold_seed(seed, passes)))
-    return tf.tensor_scatter_nd_add(count, going[:, tf.newaxis], tf.ones_like(going)), going, passes + 1
+  Each trial is Algorithm 1 at gamma = 1: k counts up from 2 (Bernoulli(1/1)
+  always succeeds) while Bernoulli(1/k) succeeds, and the trial succeeds if k
+  stopped odd. The trials of all elements run in one loop, one draw per
+  element still counting per pass.
+  """
+  count = tf.zeros_like(limit)
+  counting = tf.cast(tf.where(limit > 0)[:, 0], tf.int64)
 
-  count, _, _ = tf.while_loop(
-      lambda count, going, passes: tf.size(going) > 0,
+  def step(count, counting, successes, k, passes):
+    bucket = _RANGE // k  # Bernoulli(1/k): a word below `bucket * k` falls below `bucket` with probability 1/k.
+    goes_on = _words_below(tf.shape(k), bucket * k, fold_seed(seed, passes)) < bucket
+    successes = successes + tf.cast(tf.logical_and(tf.logical_not(goes_on), tf.equal(k % 2, 1)), tf.int64)
+    trial_failed = tf.logical_and(tf.logical_not(goes_on), tf.equal(k % 2, 0))
+    finished = tf.logical_or(trial_failed, successes >= tf.gather(limit, counting))
+    done = tf.boolean_mask(counting, finished)
+    count = tf.tensor_scatter_nd_update(count, done[:, tf.newaxis], tf.boolean_mask(successes, finished))
+    k = tf.where(goes_on, k + 1, 2)
+    carry_on = tf.logical_not(finished)
+    return (count, tf.boolean_mask(counting, carry_on), tf.boolean_mask(successes, carry_on),
+            tf.boolean_mask(k, carry_on), passes + 1)
+
+  count, _, _, _, _ = tf.while_loop(
+      lambda count, counting, successes, k, passes: tf.size(counting) > 0,
       step,
-      [count, going, tf.constant(0, tf.int64)],
-      shape_invariants=[count.shape, tf.TensorShape([None]), tf.TensorShape([])],
+      [count, counting, tf.zeros_like(counting), tf.fill(tf.shape(counting), tf.constant(2, tf.int64)),
+       tf.constant(0, tf.int64)],
+      shape_invariants=[count.shape, tf.TensorShape([None]), tf.TensorShape([None]), tf.TensorShape([None]),
+                        tf.TensorShape([])],
   )
   return count
+
+
+def bernoulli_exp(numerator: tf.Tensor, denominator: int, seed: tf.Tensor) -> tf.Tensor:
+  """Bernoulli(exp(-numerator / denominator)) per element, for any ratio >= 0 (CKS 2020, Algorithm 2).
+
+  The integer part g needs g successes of Bernoulli(exp(-1)), the fractional
+  part one draw of Algorithm 1; the two are independent.
+  """
+  numerator = tf.convert_to_tensor(numerator, tf.int64)
+  whole, fraction = numerator // denominator, numerator % denominator
+  whole_seed, fraction_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  fraction_passed = _bernoulli_exp_at_most_one(fraction, denominator, fraction_seed)
+  # The integer part is drawn only where the fraction passed (elsewhere the result is False either way).
+  successes = _successes_of_exp_minus_one(tf.where(fraction_passed, whole, 0), whole_seed)
+  return tf.logical_and(fraction_passed, tf.equal(successes, whole))
+
+
+@functools.lru_cache(maxsize=None)
+def acceptance_probability(variance: int) -> float:
+  """The chance that one candidate of Algorithm 3 is accepted (sets how many a pass proposes; not used for privacy).
+
+  A candidate passes the discrete Laplace's rejection with probability
+  (1 - e**-1) / (t (1 - e**(-1/t))), its magnitude x is then geometric with
+  ratio e**(-1/t), the sign rejects half of x = 0, and the last step accepts
+  with probability exp(-(x - variance / t)**2 / (2 * variance)).
+  """
+  t = _laplace_scale(variance)
+  laplace_pass = (1.0 - math.exp(-1.0)) / (t * -math.expm1(-1.0 / t))
+  x = np.arange(0, min(max_magnitude(variance), 80 * t) + 1, dtype=np.float64)
+  magnitude = -math.expm1(-1.0 / t) * np.exp(-x / t)
+  sign = np.where(x == 0, 0.5, 1.0)
+  accept = np.exp(-((x - variance / t) ** 2) / (2.0 * variance))
+  return float(laplace_pass * np.sum(magnitude * sign * accept))
+
+
+def _accepted_candidates(count: tf.Tensor, variance: int, seed: tf.Tensor) -> tf.Tensor:
+  """The accepted ones, in order, of `count` independent candidates of CKS 2020, Algorithm 3.
+
+  Each rejection step keeps only the candidates that passed it, so the later,
+  costlier steps run on fewer.
+  """
+  t = _laplace_scale(variance)
+  uniform_seed, laplace_seed, geometric_seed, accept_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 4))
+  # One uniform word gives both u in [0, t) and the sign bit.
+  drawn = uniform_below(tf.fill([count], tf.constant(2 * t, tf.int64)), uniform_seed)
+  u, negative = drawn // 2, tf.equal(drawn % 2, 1)
+  laplace_pass = _bernoulli_exp_at_most_one(u, t, laplace_seed)  # Bernoulli(exp(-u / t))
+  u, negative = tf.boolean_mask(u, laplace_pass), tf.boolean_mask(negative, laplace_pass)
+  no_limit = tf.fill(tf.shape(u), tf.constant(_RANGE, tf.int64))
+  magnitude = u + t * _successes_of_exp_minus_one(no_limit, geometric_seed)
+  # -0 would count zero twice; magnitudes beyond the range are dropped (module docstring).
+  kept = tf.logical_and(tf.logical_not(tf.logical_and(negative, tf.equal(magnitude, 0))),
+                        magnitude <= max_magnitude(variance))
+  magnitude, negative = tf.boolean_mask(magnitude, kept), tf.boolean_mask(negative, kept)
+  distance = magnitude * t - variance  # t * (|y| - variance / t)
+  accept = bernoulli_exp(distance * distance, 2 * variance * t * t, accept_seed)
+  return tf.boolean_mask(tf.where(negative, -magnitude, magnitude), accept)
 
 
 def sample_discrete_gaussian(variance: int, size, seed: tf.Tensor) -> tf.Tensor:
@@ -168,44 +228,32 @@ def sample_discrete_gaussian(variance: int, size, seed: tf.Tensor) -> tf.Tensor:
 
   CKS 2020, Algorithm 3: propose from the discrete Laplace of scale
   t = floor(sigma) + 1 (itself by rejection, Algorithm 2), accept with
-  probability exp(-(|y| - variance / t)**2 / (2 * variance)). Elements are
-  drawn together; each pass redraws only those not yet accepted.
+  probability exp(-(|y| - variance / t)**2 / (2 * variance)). A pass proposes
+  enough independent candidates to cover the draws still missing with a few
+  standard deviations to spare, and keeps the first accepted ones: the
+  accepted candidates of a rejection sampler, in order, are independent draws
+  of its target, so taking the first `size` of them is exact.
   """
   if not isinstance(variance, int) or isinstance(variance, bool) or not 0 <= variance <= MAX_VARIANCE:
     raise ValueError(f'variance must be an integer in [0, {MAX_VARIANCE}], got {variance!r}')
   size = tf.cast(size, tf.int64)
   if variance == 0:
     return tf.zeros([size], tf.int64)
-  t = _laplace_scale(variance)
-  largest = max_magnitude(variance)
-  acceptance_denominator = 2 * variance * t * t
+  rate = acceptance_probability(variance)
 
-  def step(result, pending, passes):
-    n = tf.size(pending, out_type=tf.int64)
-    seeds = tf.unstack(tf.random.experimental.stateless_split(fold_seed(seed, passes), 5))
-    u = uniform_below(tf.fill([n], tf.constant(t, tf.int64)), seeds[0])
-    keep_u = bernoulli_exp(u, tf.fill([n], tf.constant(t, tf.int64)), seeds[1])
-    magnitude = u + t * _geometric_exp_minus_one(n, seeds[2])
-    negative = bernoulli(tf.ones([n], tf.int64), tf.fill([n], tf.constant(2, tf.int64)), seeds[3])
-    laplace_ok = tf.logical_and(keep_u, tf.logical_not(tf.logical_and(negative, tf.equal(magnitude, 0))))
-    in_range = magnitude <= largest
-    distance = tf.where(in_range, magnitude, 0) * t - variance  # t * (|y| - variance / t)
-    accept = tf.logical_and(
-        tf.logical_and(laplace_ok, in_range),
-        bernoulli_exp(distance * distance, tf.fill([n], tf.constant(acceptance_denominator, tf.int64)), seeds[4]),
-    )
-    value = tf.where(negative, -magnitude, magnitude)
-    accepted = tf.boolean_mask(pending, accept)
-    result = tf.tensor_scatter_nd_update(result, accepted[:, tf.newaxis], tf.boolean_mask(value, accept))
-    return result, tf.boolean_mask(pending, tf.logical_not(accept)), passes + 1
+  def step(drawn, passes):
+    missing = tf.cast(size - tf.size(drawn, out_type=tf.int64), tf.float64)
+    count = tf.cast(tf.math.ceil(missing / rate + _SPARE_CANDIDATES * tf.sqrt(missing / rate)), tf.int64) + 16
+    accepted = _accepted_candidates(count, variance, fold_seed(seed, passes))
+    return tf.concat([drawn, accepted[:size - tf.size(drawn, out_type=tf.int64)]], axis=0), passes + 1
 
-  result, _, _ = tf.while_loop(
-      lambda result, pending, passes: tf.size(pending) > 0,
+  drawn, _ = tf.while_loop(
+      lambda drawn, passes: tf.size(drawn, out_type=tf.int64) < size,
       step,
-      [tf.zeros([size], tf.int64), tf.range(size, dtype=tf.int64), tf.constant(0, tf.int64)],
-      shape_invariants=[tf.TensorShape([None]), tf.TensorShape([None]), tf.TensorShape([])],
+      [tf.zeros([0], tf.int64), tf.constant(0, tf.int64)],
+      shape_invariants=[tf.TensorShape([None]), tf.TensorShape([])],
   )
-  return result
+  return drawn
 
 
 def fresh_seed() -> tf.Tensor:
