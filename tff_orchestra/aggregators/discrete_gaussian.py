@@ -92,11 +92,7 @@ def bernoulli(numerator: tf.Tensor, denominator, seed: tf.Tensor) -> tf.Tensor:
   below `numerator * bucket`.
   """
   numerator = tf.convert_to_tensor(numerator, tf.int64)
-  denominator = tf.convert_to_tensor(denominator, tf.int64)
-  with tf.control_dependencies([
-      tf.debugging.assert_less_equal(denominator, tf.constant(_RANGE, tf.int64), message='sampler overflow')
-  ]):
-    bucket = _RANGE // denominator
+  bucket = _RANGE // denominator
   return _words_below(tf.shape(numerator), bucket * denominator, seed) < numerator * bucket
 
 
@@ -107,13 +103,16 @@ def _bernoulli_exp_at_most_one(numerator: tf.Tensor, denominator, seed: tf.Tenso
   stopped odd. Every element still counting is at the same k, so a pass
   draws only for those (`denominator` is a scalar).
   """
-  denominator = tf.convert_to_tensor(denominator, tf.int64)
+  if not 0 < denominator <= _RANGE:
+    raise ValueError(f'denominator must be in [1, 2**62], got {denominator}')
   going = bernoulli(numerator, denominator, fold_seed(seed, 1))
   odd = tf.logical_not(going)  # stopped at k = 1
   counting = tf.cast(tf.where(going)[:, 0], tf.int64)
 
   def step(odd, counting, numerators, k):
-    going = bernoulli(numerators, denominator * k, fold_seed(seed, k))
+    with tf.control_dependencies([tf.debugging.assert_less_equal(
+        tf.constant(denominator, tf.int64), _RANGE // k, message='sampler overflow: denominator * k above 2**62')]):
+      going = bernoulli(numerators, denominator * k, fold_seed(seed, k))
     stopped = tf.boolean_mask(counting, tf.logical_not(going))
     odd = tf.tensor_scatter_nd_update(odd, stopped[:, tf.newaxis], tf.fill(tf.shape(stopped), tf.equal(k % 2, 1)))
     return odd, tf.boolean_mask(counting, going), tf.boolean_mask(numerators, going), k + 1
