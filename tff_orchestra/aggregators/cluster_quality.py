@@ -141,8 +141,8 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
 
   Measurements (`OrderedDict`): `cluster_quality` (the inner factory's
   measurements), `quality_mean`, `quality_min`, `quality_max` (the last two
-  only with `report_quality_range=True`: they use `tff.federated_min/max`,
-  which are not secure), `prototype_mass`, `effective_clients`
+  only with `report_quality_range=True`: they use `tff.federated_max`,
+  which is not secure), `prototype_mass`, `effective_clients`
   (`(sum w)^2 / sum w^2` of the quality-scaled weights), `non_finite_clients`
   (clients excluded for a NaN or infinite update, or a weight that is not
   finite and >= 0: `non_finite.py`; quality statistics are over the others),
@@ -267,9 +267,10 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     norm_bound_of = tff.tensorflow.computation(lambda reference: reference[2], reference_type(self._sketch_dim))
     clipped_count = tff.tensorflow.computation(lambda totals: tf.cast(tf.round(totals['clipped_clients']), tf.int32),
                                                statistics_type) if self._robust else None
-    first_column = tff.tensorflow.computation(lambda rows: rows[:, 0], tff.TensorType(np.float32, [None, 1])) \
+    second_column = tff.tensorflow.computation(lambda rows: rows[:, 1], tff.TensorType(np.float32, [None, 2])) \
         if self._report_client_qualities else None
     add = tff.tensorflow.computation(lambda a, b: a + b, np.int64, np.int64)
+    min_and_max = tff.tensorflow.computation(lambda ends: (-ends[0], ends[1]), tff.TensorType(np.float32, [2]))
 
     @tff.federated_computation(
         init_fn.type_signature.result,
@@ -286,7 +287,7 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
         rows, _ = client_values.collect(tff.federated_map(sketch_row, value), sketch_flattening)
         reference = tff.federated_map(robust_reference, rows)
         broadcast.append(tff.federated_broadcast(reference))
-      value, scaled_weight, quality_range, statistics = tff.federated_map(score_client, (value, weight, *broadcast))
+      value, scaled_weight, quality_ends, statistics = tff.federated_map(score_client, (value, weight, *broadcast))
       # 2. The inner factory averages with the scaled weights.
       inner_output = inner_process.next(state.inner_agg, value, scaled_weight)
       # 3. The server takes one k-means step from the summed statistics.
@@ -296,8 +297,9 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       )
       measurements = collections.OrderedDict(cluster_quality=inner_output.measurements, quality_mean=quality_mean)
       if self._report_range:
-        measurements['quality_min'] = tff.federated_min(quality_range[0])
-        measurements['quality_max'] = tff.federated_max(quality_range[1])
+        # One federated_max of each client's (-low, high) gives both ends.
+        measurements['quality_min'], measurements['quality_max'] = tff.federated_map(
+            min_and_max, tff.federated_max(quality_ends))
       measurements['prototype_mass'] = mass
       measurements['effective_clients'] = effective
       measurements['non_finite_clients'] = non_finite_clients
@@ -305,9 +307,9 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
         measurements['norm_bound'] = tff.federated_map(norm_bound_of, reference)
         measurements['clipped_clients'] = tff.federated_map(clipped_count, statistics_output.result)
       if self._report_client_qualities:
-        # quality_range[1] is each client's quality, 0 for an excluded one.
+        # quality_ends[1] is each client's quality, 0 for an excluded one.
         measurements['client_qualities'] = tff.federated_map(
-            first_column, client_values.collect(quality_range[1], client_values.Flattening(tff.TensorType(np.float32)))[0])
+            second_column, client_values.collect(quality_ends, client_values.Flattening(tff.TensorType(np.float32, [2])))[0])
       measurements['statistics'] = statistics_output.measurements
       new_state = collections.OrderedDict(
           learned_rounds=tff.federated_map(add, (state.learned_rounds, learned)),
@@ -334,7 +336,7 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
     return initial_prototypes
 
   def _client_scoring(self, value_type, weight_type, prototypes_type, mass_type, scaled_weight_dtype) -> tff.Computation:
-    """(update, weight, prototypes, mass, ready) -> (update, scaled weight, quality range, k-means statistics)."""
+    """(update, weight, prototypes, mass, ready) -> (update, scaled weight, (-low, high) quality, k-means statistics)."""
     num_clusters, sketch_dim, seed = self._num_clusters, self._sketch_dim, self._seed
     floor, temperature = self._floor, self._temperature
 
@@ -378,9 +380,10 @@ class ClusterQualityWeighting(composition.ComposableFactory, tff.aggregators.Wei
       )
       if robust:
         statistics['clipped_clients'] = tf.cast(clipped, tf.float32)
-      # The quality range is over included clients: an excluded one reports the other end.
+      # The quality range is over included clients: an excluded one reports the other end. Sent as
+      # (-low, high), so that one federated_max gives both.
       quality_low, quality_high = tf.where(excluded, 1.0, quality), tf.where(excluded, 0.0, quality)
-      return value, scaled_weight, (quality_low, quality_high), statistics
+      return value, scaled_weight, tf.stack([-quality_low, quality_high]), statistics
 
     if robust:
       return tff.tensorflow.computation(lambda v, w, p, m, r, ref: score(v, w, p, m, r, ref),
