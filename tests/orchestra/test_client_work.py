@@ -1,5 +1,7 @@
 """Client work against its definitions: one step's losses, EMA, the memory bank."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -8,6 +10,7 @@ import tensorflow_federated as tff
 from tff_orchestra.orchestra import augment
 from tff_orchestra.orchestra import batches
 from tff_orchestra.orchestra import client_work as cw
+from tff_orchestra.orchestra import learner
 from tff_orchestra.orchestra.model import OrchestraNetworks, small_cnn
 
 SHAPE = (8, 8, 1)
@@ -175,3 +178,38 @@ def test_local_training_has_no_dataset_reduce():
     ops.update(node.op for node in function.node_def)
   assert 'AnonymousIteratorV3' in ops or 'AnonymousIteratorV2' in ops
   assert not any(op.startswith('ReduceDataset') for op in ops)
+
+
+def _local_training_round(config, weights, images, centroids, round_seed):
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=config.client_learning_rate, momentum=0.9)
+  local_training = cw.LocalTraining(config, small_cnn, SHAPE, optimizer)
+  dataset = tf.data.Dataset.from_tensor_slices(images).batch(16)
+  return local_training(tf.nest.map_structure(tf.convert_to_tensor, weights), dataset, tf.constant(centroids),
+                        tf.constant(False), tf.constant(round_seed))
+
+
+def test_xla_compiled_step_gives_the_same_losses_in_plain_tensorflow(initial_weights):
+  """`jit_compile=True` compiles the learning step with XLA (its numbers move in the last digits), to the same losses."""
+  weights, images, centroids, round_seed = _client_args(initial_weights)
+  plain = _local_training_round(CONFIG, weights, images, centroids, round_seed)
+  with_xla = _local_training_round(dataclasses.replace(CONFIG, jit_compile=True), weights, images, centroids, round_seed)
+  for name in ('cluster_loss_sum', 'degeneracy_loss_sum'):
+    assert with_xla[2][name].numpy() == pytest.approx(plain[2][name].numpy(), rel=1e-3), name
+  updates = list(zip(tf.nest.flatten(with_xla[0].update), tf.nest.flatten(plain[0].update)))
+  for ours, theirs in updates:
+    np.testing.assert_allclose(ours.numpy(), theirs.numpy(), atol=1e-4)
+  assert any(np.any(ours.numpy() != theirs.numpy()) for ours, theirs in updates), 'XLA did not run'
+
+
+def test_tffs_worker_does_not_compile_the_step_so_the_learner_refuses_it(client_update, initial_weights):
+  """TFF 0.87's worker runs a step marked for XLA as a plain one (bitwise the same update), hence the refusal."""
+  config = dataclasses.replace(CONFIG, jit_compile=True)
+  optimizer = tff.learning.optimizers.build_sgdm(learning_rate=config.client_learning_rate, momentum=0.9)
+  marked = cw.build_client_update(config, small_cnn, SHAPE, optimizer, _initial_weights.type_signature.result)
+  assert b'_XlaMustCompile' in tff.framework.serialize_computation(marked).tensorflow.graph_def.value
+  weights, images, centroids, round_seed = _client_args(initial_weights)
+  args = (weights, [images[:16], images[16:32], images[32:]], centroids, False, round_seed)
+  for ours, theirs in zip(tf.nest.flatten(marked(*args)[0].update), tf.nest.flatten(client_update(*args)[0].update)):
+    np.testing.assert_array_equal(ours, theirs)
+  with pytest.raises(NotImplementedError, match='jit_compile'):
+    learner.check_learner_inputs(SHAPE, small_cnn, config, None, tff.learning.ClientWeighting.NUM_EXAMPLES, None)

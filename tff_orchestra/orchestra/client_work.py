@@ -164,6 +164,34 @@ class LocalTraining:
     self._target_statistics = (
         self.networks.target_backbone.non_trainable_variables + self.networks.target_projector.non_trainable_variables
     )
+    # One batch's learning step, compiled by XLA as one cluster when the config asks (`OrchestraConfig.jit_compile`).
+    self._learn = tf.function(self._learning_step, jit_compile=True) if config.jit_compile else self._learning_step
+
+  def _train_step(self, optimizer_state, batch, step_seed, centroids, bank, filled):
+    """Step 2 for one batch: views, then `_learning_step`."""
+    config = self.config
+    views = augment.three_views(batch, step_seed, min_crop_area=config.min_crop_area, flip=config.flip)
+    return self._learn(optimizer_state, *views, centroids, bank, filled)
+
+  def _learning_step(self, optimizer_state, view1, view2, view3, rotations, centroids, bank, filled):
+    """EMA, the loss and one optimiser step, the memory push.
+
+    Returns (optimizer state, bank, filled, cluster loss, degeneracy loss).
+    """
+    config, networks, trainable = self.config, self.networks, self.model_weights.trainable
+    ema_update(networks.ema_pairs, config.ema_decay)
+    target_projection = networks.target_projection(view1)
+    with tf.GradientTape() as tape:
+      l_cluster = cluster_loss(networks.online_projection(view2), target_projection, centroids, config.temperature)
+      l_degeneracy = degeneracy_loss(networks.degeneracy_head(networks.online_projection(view3)), rotations)
+      loss = l_cluster + l_degeneracy
+    gradients = tape.gradient(loss, trainable)
+    gradients = [g + config.client_weight_decay * w for g, w in zip(gradients, trainable)]
+    optimizer_state, updated = self._optimizer.next(optimizer_state, tuple(trainable), tuple(gradients))
+    for variable, value in zip(trainable, updated):
+      variable.assign(value)
+    bank, filled = push_to_memory(bank, filled, target_projection)
+    return optimizer_state, bank, filled, l_cluster, l_degeneracy
 
   @tf.function
   def __call__(self, incoming, dataset, centroids, initialization_round, round_seed):
@@ -197,19 +225,8 @@ class LocalTraining:
     order = batches.epoch_orders(num_examples, config.batch_size, epochs, seed + [1, 1])
     batches_run = tf.shape(order)[0]
     for step in tf.range(batches_run):
-      view1, view2, view3, rotations = augment.three_views(tf.gather(examples, order[step]), seed + [1, step], **views)
-      ema_update(networks.ema_pairs, config.ema_decay)
-      target_projection = networks.target_projection(view1)
-      with tf.GradientTape() as tape:
-        l_cluster = cluster_loss(networks.online_projection(view2), target_projection, centroids, config.temperature)
-        l_degeneracy = degeneracy_loss(networks.degeneracy_head(networks.online_projection(view3)), rotations)
-        loss = l_cluster + l_degeneracy
-      gradients = tape.gradient(loss, trainable)
-      gradients = [g + config.client_weight_decay * w for g, w in zip(gradients, trainable)]
-      optimizer_state, updated = self._optimizer.next(optimizer_state, tuple(trainable), tuple(gradients))
-      for variable, value in zip(trainable, updated):
-        variable.assign(value)
-      bank, filled = push_to_memory(bank, filled, target_projection)
+      optimizer_state, bank, filled, l_cluster, l_degeneracy = self._train_step(
+          optimizer_state, tf.gather(examples, order[step]), seed + [1, step], centroids, bank, filled)
       cluster_sum += l_cluster
       degeneracy_sum += l_degeneracy
 

@@ -45,6 +45,9 @@ class OrchestraConfig:
       None, help="smallest image area a random crop keeps (default: each view's reference value, 0.5 for Orchestra)",
       check=number(above=0, maximum=1))
   flip: bool = setting(True, help='random horizontal flips (--no-flip for digits)')
+  jit_compile: bool = setting(
+      False, help="compile the clients' learning step with XLA: plain TensorFlow's LocalTraining only; the learner "
+      "refuses it, as TFF 0.87's worker does not compile it")
   seed: int = setting(0, help="seed of the learner's initialisation and augmentation", check=integer(0),
                       derived='run.seed')
 
