@@ -16,11 +16,19 @@ exact discrete noise) vs DifferentiallyPrivateFactory.gaussian_fixed (float nois
 DistributedDiscreteGaussian vs TFF's own (private) DistributedDpSumFactory with
 the discrete Gaussian (float-based sampler, no epsilon); SecureFixedPointSum vs
 SecureSumFactory; the three chained vs tff.learning.robust_aggregator().
+
+The profile of each row: the federated steps (intrinsic calls) of each side's
+`next`, and what one step costs TFF's runtime at that size in the same run (a
+client map of the value, a client map of a scalar); the TensorFlow work of each
+stage timed alone in plain TF per round (sketch, clip and rounding, exact
+noise, fixed-point encoding); the peak memory of this process and of the
+worker during the pair.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import statistics
 import sys
@@ -33,10 +41,12 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-from report import write_report
+from report import watch_memory, write_report
 
 from tff_orchestra import aggregators as agg
 from tff_orchestra import runtime
+from tff_orchestra.aggregators import discrete_gaussian
+from tff_orchestra.aggregators import integer_grid
 from tff_orchestra.runtime import _tff_internal
 
 
@@ -77,9 +87,8 @@ def _create(factory, weighted: bool, size: int):
   return factory.create(value_type, tff.TensorType(np.float32)) if weighted else factory.create(value_type)
 
 
-def time_pair(ours, theirs, weighted: bool, values, weights, warmup: int, rounds: int) -> tuple[float, float]:
+def time_pair(processes, weighted: bool, values, weights, warmup: int, rounds: int) -> tuple[float, float]:
   """Median seconds of one `next` call of each, rounds alternating so drift hits both alike."""
-  processes = [_create(factory, weighted, values[0].shape[0]) for factory in (ours, theirs)]
   states = [process.initialize() for process in processes]
   args = (values, weights) if weighted else (values,)
   times = ([], [])
@@ -92,34 +101,90 @@ def time_pair(ours, theirs, weighted: bool, values, weights, warmup: int, rounds
   return statistics.median(times[0]), statistics.median(times[1])
 
 
-def client_side_seconds(values, rounds: int) -> dict[str, float]:
-  """Plain-TF seconds per round (all clients) of the client-side work TFF's counterparts do not do."""
-  pieces = {
-      'signed_fold_sketch': tf.function(lambda v: agg.signed_fold_sketch(v, 256, 0)),
-      'encode_fixed_point': tf.function(lambda v: agg.encode_fixed_point(v, 1.0, 24)),
+def federated_steps(process: tff.templates.AggregationProcess) -> dict[str, int]:
+  """How many times `next` calls each intrinsic (federated_map, federated_sum, ...): the steps TFF's runtime runs."""
+  counts = collections.Counter()
+
+  def visit(message):
+    if message.DESCRIPTOR.name == 'Intrinsic':
+      counts[message.uri] += 1
+    for field, value in message.ListFields():
+      if field.type != field.TYPE_MESSAGE:
+        continue
+      for item in (value if field.label == field.LABEL_REPEATED else [value]):
+        visit(item)
+
+  visit(tff.framework.serialize_computation(process.next))
+  return dict(sorted(counts.items()))
+
+
+def stage_work_seconds(values, rounds: int) -> dict[str, float]:
+  """Plain-TF seconds per round of each stage's TensorFlow work: per client (summed over clients) or on the server."""
+  size = values[0].shape[0]
+  noise = agg.GaussianNoise(0.1, clip=1.0, expected_clients_per_round=len(values)).calibrate(
+      tff.TensorType(np.float32, [size]))
+  distributed = agg.DistributedDiscreteGaussian(
+      0.1, clip=1.0, expected_clients_per_round=len(values), bits=20).calibrate(tff.TensorType(np.float32, [size]))
+  seed = tf.constant([1, 2], tf.int64)
+
+  def clip_and_round(v):
+    flat = integer_grid.flatten(v, size)
+    flat *= tf.minimum(tf.constant(1.0, tf.float64), 1.0 / tf.norm(flat))
+    return integer_grid.conditional_round(flat * noise.clip_steps, noise.l2_bound_squared, seed)
+
+  per_client = {
+      'cluster_quality_sketch': tf.function(lambda v: agg.signed_fold_sketch(v, 256, 0)),
+      'gaussian_noise_clip_and_round': tf.function(clip_and_round),
+      'distributed_noise_per_client': tf.function(
+          lambda v: discrete_gaussian.sample_discrete_gaussian(distributed.variance, distributed.padded_dimension, seed)),
+      'secure_sum_encode_fixed_point': tf.function(lambda v: agg.encode_fixed_point(v, 1.0, 24)),
   }
-  seconds = {}
-  for name, piece in pieces.items():
-    tensors = [tf.constant(v) for v in values]
-    piece(tensors[0]).numpy()
-    times = []
-    for _ in range(rounds):
-      started = time.perf_counter()
-      for tensor in tensors:
-        piece(tensor).numpy()
-      times.append(time.perf_counter() - started)
-    seconds[name] = statistics.median(times)
+  server = {
+      'gaussian_noise_server_noise': tf.function(
+          lambda: discrete_gaussian.sample_discrete_gaussian(noise.variance, size, seed)),
+      'tff_float_noise_server': tf.function(lambda: tf.random.stateless_normal([size], [1, 2])),
+  }
+  tensors = [tf.constant(v) for v in values]
+  seconds = {name: median_seconds(lambda: [piece(t).numpy() for t in tensors], rounds) for name, piece in per_client.items()}
+  seconds.update({name: median_seconds(lambda: piece().numpy(), rounds) for name, piece in server.items()})
   return seconds
+
+
+def runtime_step_seconds(values, rounds: int) -> dict[str, float]:
+  """What one federated step costs TFF's runtime here: a client map of the value (in, out, summed) beyond the
+  sum alone, and a client map of a scalar beyond none."""
+  value_type = tff.TensorType(np.float32, [values[0].shape[0]])
+  identity = tff.tensorflow.computation(lambda x: x, value_type)
+  scalar = tff.tensorflow.computation(lambda x: tf.reduce_sum(x[:1]), value_type)
+  placed = tff.FederatedType(value_type, tff.CLIENTS)
+  variants = {
+      'sum': tff.federated_computation(lambda v: tff.federated_sum(v), placed),
+      'map_then_sum': tff.federated_computation(lambda v: tff.federated_sum(tff.federated_map(identity, v)), placed),
+      'sum_and_scalar_map': tff.federated_computation(
+          lambda v: (tff.federated_sum(v), tff.federated_sum(tff.federated_map(scalar, v))), placed),
+  }
+  medians = {name: median_seconds(lambda: computation(values), rounds) for name, computation in variants.items()}
+  return dict(
+      client_map_of_value=medians['map_then_sum'] - medians['sum'],
+      client_map_of_scalar_with_sum=medians['sum_and_scalar_map'] - medians['sum'],
+      sum_of_value=medians['sum'],
+  )
+
+
+def median_seconds(run, rounds: int) -> float:
+  """Median seconds of `run()` over `rounds` calls, after one untimed call (tracing, first execution)."""
+  run()
+  times = []
+  for _ in range(rounds):
+    started = time.perf_counter()
+    run()
+    times.append(time.perf_counter() - started)
+  return statistics.median(times)
 
 
 def numpy_floor(values, weights, rounds: int) -> float:
   stacked = np.stack(values)
-  times = []
-  for _ in range(rounds):
-    started = time.perf_counter()
-    np.average(stacked, axis=0, weights=weights)
-    times.append(time.perf_counter() - started)
-  return statistics.median(times)
+  return median_seconds(lambda: np.average(stacked, axis=0, weights=weights), rounds)
 
 
 def main(argv=None) -> int:
@@ -130,27 +195,36 @@ def main(argv=None) -> int:
   parser.add_argument('--rounds', type=int, default=9)
   parser.add_argument('--json', default='benchmarks/results/aggregation_overhead.json')
   args = parser.parse_args(argv)
+  memory = watch_memory()
 
   rng = np.random.default_rng(0)
-  results, client_work = [], []
+  results, profile = [], []
   with runtime.simulation_context():
     for size in args.sizes:
       values = [rng.normal(scale=0.01, size=size).astype(np.float32) for _ in range(args.clients)]
       weights = [1.0] * args.clients
       floor = numpy_floor(values, weights, args.rounds)
       for name, ours, theirs, weighted in _pairs(args.clients):
-        ours_seconds, tff_seconds = time_pair(ours, theirs, weighted, values, weights, args.warmup, args.rounds)
+        memory.reset()
+        processes = [_create(factory, weighted, size) for factory in (ours, theirs)]
+        ours_seconds, tff_seconds = time_pair(processes, weighted, values, weights, args.warmup, args.rounds)
+        steps = [federated_steps(process) for process in processes]
         results.append(dict(
             size=size, pair=name, ours_seconds=ours_seconds, tff_seconds=tff_seconds,
             ratio=ours_seconds / tff_seconds, numpy_floor_seconds=floor,
+            ours_federated_steps=steps[0], tff_federated_steps=steps[1], **memory.peaks(),
         ))
         print(f'{size:>9} {name:<38} ours {ours_seconds:8.3f} s  tff {tff_seconds:8.3f} s  '
-              f'ratio {ours_seconds / tff_seconds:5.2f}  numpy floor {floor:.4f} s', flush=True)
-      client_side = client_side_seconds(values, args.rounds)
-      client_work.append(dict(size=size, clients=args.clients, **client_side))
-      print(f'{size:>9} client-side work per round, plain TF: '
-            + ', '.join(f'{name} {seconds:.3f} s' for name, seconds in client_side.items()), flush=True)
-  write_report(args.json, vars(args), results=results, client_side_work=client_work)
+              f'ratio {ours_seconds / tff_seconds:5.2f}  numpy floor {floor:.4f} s  '
+              f'steps {sum(steps[0].values())} / {sum(steps[1].values())}', flush=True)
+      stages = stage_work_seconds(values, args.rounds)
+      steps = runtime_step_seconds(values, args.rounds)
+      profile.append(dict(size=size, clients=args.clients, stage_work_seconds=stages, runtime_step_seconds=steps))
+      print(f'{size:>9} stage work per round, plain TF: '
+            + ', '.join(f'{name} {seconds:.3f} s' for name, seconds in stages.items()), flush=True)
+      print(f'{size:>9} TFF runtime per step: '
+            + ', '.join(f'{name} {seconds:.4f} s' for name, seconds in steps.items()), flush=True)
+  write_report(args.json, vars(args), results=results, profile=profile)
   return 0
 
 

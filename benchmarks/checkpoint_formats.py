@@ -32,7 +32,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-from report import write_report
+from report import watch_memory, write_report
 
 from tff_orchestra import orchestra
 from tff_orchestra import runtime
@@ -95,6 +95,7 @@ def main() -> None:
   parser.add_argument('--repeats', type=int, default=5)
   parser.add_argument('--json', default='benchmarks/results/checkpoint_formats.json')
   args = parser.parse_args()
+  watch_memory()
   with runtime.simulation_context():
     state = orchestra.build_orchestra_process((8, 8, 1)).initialize()
   with tempfile.TemporaryDirectory() as root:

@@ -26,7 +26,7 @@ import tempfile
 import time
 
 import numpy as np
-from report import write_report
+from report import watch_memory, write_report
 
 from tff_orchestra import settings, training
 
@@ -145,6 +145,7 @@ def main(argv=None) -> int:
   parser.add_argument('--json', default='benchmarks/results/methods.json')
   parser.add_argument('--plot', default=None, help='default: the JSON path with .png')
   args = parser.parse_args(argv)
+  watch_memory()
   try:
     config = settings.replace(base, settings.given_arguments(args))
   except settings.ConfigError as error:

@@ -20,7 +20,7 @@ import tempfile
 import time
 
 import numpy as np
-from report import write_report
+from report import watch_memory, write_report
 
 from tff_orchestra import settings, training
 
@@ -77,6 +77,7 @@ def main(argv=None) -> int:
   parser.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
   parser.add_argument('--json', default='benchmarks/results/orchestra_quality.json')
   args = parser.parse_args(argv)
+  watch_memory()
   try:
     config = settings.replace(base, settings.given_arguments(args))
   except settings.ConfigError as error:

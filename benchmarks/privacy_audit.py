@@ -42,7 +42,7 @@ import sys
 import time
 
 import numpy as np
-from report import write_report
+from report import watch_memory, write_report
 from scipy import stats
 
 CONFIDENCE = 0.95
@@ -142,6 +142,7 @@ def main(argv=None) -> int:
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--json', default='benchmarks/results/privacy_audit.json')
   args = parser.parse_args(argv)
+  watch_memory()
   if not args.noise_multiplier > 0 or not args.clip > 0 or not 0 < args.delta < 1:
     parser.error('--noise-multiplier and --clip must be > 0, --delta in (0, 1)')
   if min(args.rounds, args.slots, args.guesses) < 1 or 2 * args.guesses > args.rounds * args.slots:

@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 
-from report import write_report
+from report import watch_memory, write_report
 
 from tff_orchestra import settings, training
 from tff_orchestra.training.config import run_context
@@ -185,6 +185,7 @@ def main(argv=None) -> int:
   parser.add_argument('--delta', type=float, default=1e-5, help='delta of the reported epsilon')
   parser.add_argument('--json', default='benchmarks/results/privacy_utility.json')
   args = parser.parse_args(argv)
+  watch_memory()
   if not args.clip > 0 or not 0 < args.delta < 1 or any(not z >= 0 for z in args.noise_multipliers):
     parser.error('--clip must be > 0, --delta in (0, 1) and the noise multipliers >= 0')
 

@@ -38,7 +38,7 @@ from typing import Optional, Sequence
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=wrong-import-position
-from report import write_report
+from report import watch_memory, write_report
 from round_cost import add_orchestra_arguments, config_from, digits_datasets
 
 from tff_orchestra import orchestra
@@ -126,6 +126,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--rounds', type=int, default=3)
   parser.add_argument('--json', default='benchmarks/results/remote_workers.json')
   args = parser.parse_args(argv)
+  watch_memory()
   if args.one_core_per_worker and 'local' in args.settings:
     parser.error('--one-core-per-worker pins remote workers only: leave "local" out of --settings')
 

@@ -47,7 +47,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # pylint: disable=wrong-import-position
 import numpy as np
 import tensorflow_federated as tff
-from report import write_report
+from report import watch_memory, write_report
 
 from tff_orchestra import aggregators as agg
 from tff_orchestra import attacks
@@ -339,6 +339,7 @@ def main(argv=None) -> int:
   parser.add_argument('--json', default=None, help='default: benchmarks/results/robustness[_orchestra].json')
   parser.add_argument('--fresh', action='store_true', help='ignore runs already in the JSON')
   args = parser.parse_args(argv)
+  watch_memory()
   clients, alphas, seeds, task_attacks = TASK_DEFAULTS[args.task]
   args.clients = args.clients or clients
   args.alphas, args.seeds = args.alphas or alphas, args.seeds if args.seeds is not None else seeds

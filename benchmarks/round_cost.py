@@ -42,7 +42,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 import numpy as np
 import tensorflow as tf
 import tensorflow_federated as tff
-from report import write_report
+from report import watch_memory, write_report
 
 from tff_orchestra import data as data_lib
 from tff_orchestra import orchestra
@@ -269,6 +269,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   parser.add_argument('--rounds', type=int, default=5)
   parser.add_argument('--json', default='benchmarks/results/round_cost.json')
   args = parser.parse_args(argv)
+  watch_memory()
 
   results = []
   for model in args.models:

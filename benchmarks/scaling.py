@@ -29,28 +29,13 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 # pylint: disable=wrong-import-position
 import numpy as np
-from report import write_report
+from report import peak_rss_mib, reset_peak_rss, watch_memory, write_report
 from round_cost import add_orchestra_arguments, config_from, count_parameters, generated_datasets, time_tff_rounds
 
 from tff_orchestra import orchestra
 from tff_orchestra import runtime
 
 IMAGE_SHAPE = (8, 8, 1)
-
-
-def peak_rss_mib(pid: str = 'self') -> float:
-  """Peak resident memory (VmHWM) of a process, MiB."""
-  with open(f'/proc/{pid}/status') as status:
-    for line in status:
-      if line.startswith('VmHWM:'):
-        return int(line.split()[1]) / 1024
-  raise RuntimeError(f'no VmHWM in /proc/{pid}/status')
-
-
-def reset_peak_rss() -> None:
-  """Restarts this process's VmHWM from its current resident memory (Linux)."""
-  with open('/proc/self/clear_refs', 'w') as clear_refs:
-    clear_refs.write('5')
 
 
 def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> dict:
@@ -107,6 +92,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
   add_orchestra_arguments(parser)
   parser.add_argument('--json', default='benchmarks/results/scaling.json')
   args = parser.parse_args(argv)
+  watch_memory()
   for name in ('clients', 'widths'):
     if len(set(getattr(args, name))) < 2:
       parser.error(f'--{name} needs at least two different values to fit a line')

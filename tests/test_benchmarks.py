@@ -41,8 +41,14 @@ def test_aggregation_overhead_smoke(tmp_path):
       json_path=tmp_path / 'overhead.json',
   )
   assert len(report['results']) == 5 and all(r['ratio'] > 0 for r in report['results'])
-  [client_side] = report['client_side_work']
-  assert client_side['signed_fold_sketch'] > 0 and client_side['encode_fixed_point'] > 0
+  cluster_quality = report['results'][0]
+  assert cluster_quality['ours_federated_steps']['federated_max'] == 1
+  assert cluster_quality['tff_federated_steps']['federated_sum'] == 2  # MeanFactory: the weighted values, the weights
+  assert all(r['python_peak_rss_mib'] > 100 and r['worker_peak_rss_mib'] > 50 for r in report['results'])
+  [profile] = report['profile']
+  assert all(seconds > 0 for seconds in profile['stage_work_seconds'].values())
+  assert set(profile['runtime_step_seconds']) == {'client_map_of_value', 'client_map_of_scalar_with_sum', 'sum_of_value'}
+  assert report['peak_memory']['worker_peak_rss_mib'] > 50
 
 
 @pytest.mark.slow
