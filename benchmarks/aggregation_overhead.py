@@ -87,8 +87,8 @@ def _create(factory, weighted: bool, size: int):
   return factory.create(value_type, tff.TensorType(np.float32)) if weighted else factory.create(value_type)
 
 
-def time_pair(processes, weighted: bool, values, weights, warmup: int, rounds: int) -> tuple[float, float]:
-  """Median seconds of one `next` call of each, rounds alternating so drift hits both alike."""
+def time_pair(processes, weighted: bool, values, weights, warmup: int, rounds: int) -> tuple[list[float], list[float]]:
+  """Seconds of each timed `next` call of each, rounds alternating so drift hits both alike."""
   states = [process.initialize() for process in processes]
   args = (values, weights) if weighted else (values,)
   times = ([], [])
@@ -98,7 +98,7 @@ def time_pair(processes, weighted: bool, values, weights, warmup: int, rounds: i
       states[which] = process.next(states[which], *args).state
       if index >= warmup:
         times[which].append(time.perf_counter() - started)
-  return statistics.median(times[0]), statistics.median(times[1])
+  return times
 
 
 def federated_steps(process: tff.templates.AggregationProcess) -> dict[str, int]:
@@ -207,11 +207,12 @@ def main(argv=None) -> int:
       for name, ours, theirs, weighted in _pairs(args.clients):
         memory.reset()
         processes = [_create(factory, weighted, size) for factory in (ours, theirs)]
-        ours_seconds, tff_seconds = time_pair(processes, weighted, values, weights, args.warmup, args.rounds)
+        ours_times, tff_times = time_pair(processes, weighted, values, weights, args.warmup, args.rounds)
+        ours_seconds, tff_seconds = statistics.median(ours_times), statistics.median(tff_times)
         steps = [federated_steps(process) for process in processes]
         results.append(dict(
             size=size, pair=name, ours_seconds=ours_seconds, tff_seconds=tff_seconds,
-            ratio=ours_seconds / tff_seconds, numpy_floor_seconds=floor,
+            ratio=ours_seconds / tff_seconds, ours_times=ours_times, tff_times=tff_times, numpy_floor_seconds=floor,
             ours_federated_steps=steps[0], tff_federated_steps=steps[1], **memory.peaks(),
         ))
         print(f'{size:>9} {name:<38} ours {ours_seconds:8.3f} s  tff {tff_seconds:8.3f} s  '

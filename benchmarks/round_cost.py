@@ -17,7 +17,10 @@ For each case, in one process:
   building each client's graph, datasets into the executor; negative when
   TFF's graph runs the training faster than the eager floor). Building the
   process and round 0 (first execution: graph loading, no training) are
-  reported apart.
+  reported apart;
+* `XLA floor`: the floor with `jit_compile=True` (the learning step compiled
+  by XLA; TFF's worker does not compile it, so only plain TF can use it);
+* peak memory of this process and of the workers over the case.
 
 Cases: the small CNN on digits (the `tff-orchestra train` defaults, 10 clients)
 and ResNet-18 on generated 32x32x3 images. Prints a table and writes JSON.
@@ -182,6 +185,7 @@ def measure_case(
   """Every number of one case. TFF runs the clients concurrently (its default)
   and, in a second context, one at a time as the floor does."""
   build = functools.partial(orchestra.build_orchestra_process, input_shape, encoder=encoder, config=config)
+  watch_memory().reset()
   with runtime.simulation_context():
     concurrent = time_tff_rounds(build, datasets, warmup, rounds)
   with runtime.simulation_context(max_concurrent_computation_calls=1):
@@ -193,6 +197,9 @@ def measure_case(
     optimizer = tff.learning.optimizers.build_sgdm(config.client_learning_rate, config.client_momentum)
     local_training = LocalTraining(config, orchestra.learner.resolve_encoder(encoder), input_shape, optimizer)
     plain_times, outputs = time_plain_rounds(local_training, weights, datasets, centroids, round_seed, rounds)
+    xla_training = LocalTraining(dataclasses.replace(config, jit_compile=True),
+                                 orchestra.learner.resolve_encoder(encoder), input_shape, optimizer)
+    xla_times, _ = time_plain_rounds(xla_training, weights, datasets, centroids, round_seed, rounds)
     clustering_seconds = time_server_clustering(config, centroids, outputs, rounds)
     movement_seconds = time_weight_movement(
         process.get_model_weights.type_signature.result, weights, len(datasets), rounds
@@ -213,11 +220,15 @@ def measure_case(
       tff_concurrent_round_times=concurrent.round_seconds,
       floor_seconds=floor_seconds,
       floor_times=plain_times,
+      xla_floor_seconds=statistics.median(xla_times),
+      xla_floor_times=xla_times,
+      xla_speedup=floor_seconds / statistics.median(xla_times),
       ratio=sequential_seconds / floor_seconds,
       concurrent_ratio=statistics.median(concurrent.round_seconds) / floor_seconds,
       server_clustering_seconds=clustering_seconds,
       weight_movement_seconds=movement_seconds,
       unexplained_seconds=sequential_seconds - floor_seconds - clustering_seconds - movement_seconds,
+      **watch_memory().peaks(),
   )
 
 
@@ -227,7 +238,9 @@ def format_row(row: dict) -> str:
       f"tff {row['tff_round_seconds']:6.2f} s  floor {row['floor_seconds']:6.2f} s  ratio {row['ratio']:4.2f} | "
       f"tff concurrent {row['tff_concurrent_round_seconds']:6.2f} s  ratio {row['concurrent_ratio']:4.2f} | "
       f"clustering {row['server_clustering_seconds']:5.2f}  movement {row['weight_movement_seconds']:5.2f}  "
-      f"unexplained {row['unexplained_seconds']:+6.2f} | build {row['build_seconds']:5.1f}  round 0 {row['round0_seconds']:5.1f}"
+      f"unexplained {row['unexplained_seconds']:+6.2f} | build {row['build_seconds']:5.1f}  round 0 {row['round0_seconds']:5.1f} | "
+      f"XLA floor {row['xla_floor_seconds']:6.2f} s (speed-up {row['xla_speedup']:4.2f}) | "
+      f"peak MiB python {row['python_peak_rss_mib']:.0f} worker {row['worker_peak_rss_mib']:.0f}"
   )
 
 

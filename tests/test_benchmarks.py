@@ -82,8 +82,11 @@ def test_round_cost_smoke(tmp_path):
   [row] = report['results']
   assert row['clients'] == 2 and row['local_steps_per_round'] > 0
   assert row['ratio'] == pytest.approx(row['tff_round_seconds'] / row['floor_seconds'])
-  for key in ('floor_seconds', 'tff_concurrent_round_seconds', 'server_clustering_seconds', 'weight_movement_seconds'):
+  for key in ('floor_seconds', 'tff_concurrent_round_seconds', 'server_clustering_seconds', 'weight_movement_seconds',
+              'xla_floor_seconds'):
     assert row[key] > 0, key
+  assert row['xla_speedup'] == pytest.approx(row['floor_seconds'] / row['xla_floor_seconds'])
+  assert row['python_peak_rss_mib'] > 100 and row['worker_peak_rss_mib'] > 50
 
 
 @pytest.mark.slow

@@ -182,7 +182,7 @@ def test_secure_configuration_has_no_unsecure_aggregation():
   majority, _ = _majority_and_outlier()
   output = secure.next(secure.initialize(), majority, [1.0] * 9)
   np.testing.assert_allclose(output.result, np.mean(majority, axis=0), atol=1e-3)
-  # The quality range needs federated_min/max, which the static check rejects.
+  # The quality range needs federated_max, which the static check rejects.
   reporting = ClusterQualityWeighting(2, sketch_dim=16).create(VECTOR, WEIGHT)
   with pytest.raises(AssertionError):
     tff.test.assert_not_contains_unsecure_aggregation(reporting.next)

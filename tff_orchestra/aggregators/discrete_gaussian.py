@@ -240,17 +240,20 @@ def sample_discrete_gaussian(variance: int, size, seed: tf.Tensor) -> tf.Tensor:
     return tf.zeros([size], tf.int64)
   rate = acceptance_probability(variance)
 
-  def step(drawn, passes):
-    missing = tf.cast(size - tf.size(drawn, out_type=tf.int64), tf.float64)
-    count = tf.cast(tf.math.ceil(missing / rate + _SPARE_CANDIDATES * tf.sqrt(missing / rate)), tf.int64) + 16
-    accepted = _accepted_candidates(count, variance, fold_seed(seed, passes))
-    return tf.concat([drawn, accepted[:size - tf.size(drawn, out_type=tf.int64)]], axis=0), passes + 1
+  def step(drawn, have, passes):
+    missing = size - have
+    expected = tf.cast(missing, tf.float64) / rate
+    count = tf.cast(tf.math.ceil(expected + _SPARE_CANDIDATES * tf.sqrt(expected)), tf.int64) + 16
+    accepted = _accepted_candidates(count, variance, fold_seed(seed, passes))[:missing]
+    taken = tf.size(accepted, out_type=tf.int64)
+    # The result has its final size from the start (no loop variable changes shape): this pass fills its next slots.
+    drawn = tf.tensor_scatter_nd_update(drawn, tf.range(have, have + taken)[:, tf.newaxis], accepted)
+    return drawn, have + taken, passes + 1
 
-  drawn, _ = tf.while_loop(
-      lambda drawn, passes: tf.size(drawn, out_type=tf.int64) < size,
+  drawn, _, _ = tf.while_loop(
+      lambda drawn, have, passes: have < size,
       step,
-      [tf.zeros([0], tf.int64), tf.constant(0, tf.int64)],
-      shape_invariants=[tf.TensorShape([None]), tf.TensorShape([])],
+      [tf.zeros([size], tf.int64), tf.constant(0, tf.int64), tf.constant(0, tf.int64)],
   )
   return drawn
 

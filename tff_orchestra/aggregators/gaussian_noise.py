@@ -391,6 +391,7 @@ class GaussianNoise(privacy_accounting.DifferentiallyPrivateStage, composition.C
     inner_process = self._create_inner(value_type)
     encode = self._client_clip_and_round(value_type, calibration)
     statistics_process = self._statistics_sum_factory.create(encode.type_signature.result[1])
+    draw_noise = self._server_noise(calibration)
     finish = self._server_noise_and_next_clip(value_type, calibration)
     clipping_fractions = tff.tensorflow.computation(_clipping_fractions, encode.type_signature.result[1])
     fits_budget, account = self._accountant(calibration)
@@ -414,6 +415,8 @@ class GaussianNoise(privacy_accounting.DifferentiallyPrivateStage, composition.C
     def next_fn(state, value):
       # 1. The server withholds a round that would exceed the budget, before clients send anything.
       released = tff.federated_map(fits_budget, state.rounds)
+      # The server draws the round's noise, which needs nothing from the clients, while they work.
+      noise = tff.federated_eval(draw_noise, tff.SERVER)
       # 2. Clients clip and round onto the grid; 3. the inner factory sums the integers.
       integers, statistics = tff.federated_map(
           encode, (value, tff.federated_broadcast(state.clip), tff.federated_broadcast(released))
@@ -421,7 +424,7 @@ class GaussianNoise(privacy_accounting.DifferentiallyPrivateStage, composition.C
       inner_output = inner_process.next(state.inner_agg, integers)
       # 4. The server adds the discrete noise, turns integers into values, adapts the clip.
       result, next_clip, grid_step, noise_stddev = tff.federated_map(
-          finish, (inner_output.result, state.clip, released)
+          finish, (inner_output.result, noise, state.clip, released)
       )
       # 5. The accountant charges the round, if released.
       rounds = tff.federated_map(charge, (state.rounds, released))
@@ -510,26 +513,44 @@ class GaussianNoise(privacy_accounting.DifferentiallyPrivateStage, composition.C
 
     return clip_and_round
 
+  def _server_noise(self, calibration: Calibration) -> tff.Computation:
+    """() -> the discrete noise of one round, one int64 per channel coordinate (the value's, then the count's).
+
+    It needs nothing from the clients, so the runtime can draw it while they
+    encode (TFF runs independent calls concurrently).
+    """
+    c = calibration
+
+    @tff.tensorflow.computation()
+    def draw_noise():
+      seed = discrete_gaussian.fresh_seed()
+      noise = _discrete_noise(c.variance, c.draws, c.dimension, seed)
+      if c.count_step:
+        count_noise = _discrete_noise(c.count_variance, c.count_draws, 1, discrete_gaussian.fold_seed(seed, c.draws))
+        noise = tf.concat([noise, count_noise], axis=0)
+      return noise
+
+    return draw_noise
+
   def _server_noise_and_next_clip(self, value_type: tff.Type, calibration: Calibration) -> tff.Computation:
-    """(integer sum, clip, released) -> (result, next clip, grid step, noise std); zeros and the same clip if withheld."""
+    """(integer sum, noise, clip, released) -> (result, next clip, grid step, noise std); zeros and the same clip
+    if withheld."""
     c = calibration
     specs = tff.types.type_to_tf_tensor_specs(value_type)
     divisor = float(self._expected) if self.output == composition.MEAN else 1.0
     adaptive = self._clip if isinstance(self._clip, AdaptiveClip) else None
     expected = float(self._expected or 1)
+    channel = tff.TensorType(np.int64, [c.channel_size])
 
-    @tff.tensorflow.computation(tff.TensorType(np.int64, [c.channel_size]), np.float32, np.bool_)
-    def finish(summed, clip, released):
-      seed = discrete_gaussian.fresh_seed()
-      noisy = summed[:c.dimension] + _discrete_noise(c.variance, c.draws, c.dimension, seed)
+    @tff.tensorflow.computation(channel, channel, np.float32, np.bool_)
+    def finish(summed, noise, clip, released):
+      noisy = summed + noise
       grid_step = tf.cast(clip, tf.float64) / c.clip_steps
-      flat = tf.cast(noisy, tf.float64) * grid_step / divisor
+      flat = tf.cast(noisy[:c.dimension], tf.float64) * grid_step / divisor
       result = integer_grid.unflatten(tf.where(released, flat, tf.zeros_like(flat)), specs)
       next_clip = clip
       if adaptive is not None:
-        count = summed[c.dimension] + _discrete_noise(
-            c.count_variance, c.count_draws, 1, discrete_gaussian.fold_seed(seed, c.draws))[0]
-        fraction_below = tf.cast(count, tf.float64) / (2.0 * c.count_step) / expected + 0.5
+        fraction_below = tf.cast(noisy[c.dimension], tf.float64) / (2.0 * c.count_step) / expected + 0.5
         adapted = tf.cast(clip, tf.float64) * tf.exp(-adaptive.learning_rate * (fraction_below - adaptive.target_quantile))
         next_clip = tf.where(released, tf.cast(adapted, tf.float32), clip)
       noise_stddev = tf.where(released, c.noise_steps * grid_step, tf.constant(0.0, tf.float64))
