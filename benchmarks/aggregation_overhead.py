@@ -199,12 +199,13 @@ def main(argv=None) -> int:
 
   rng = np.random.default_rng(0)
   results, profile = [], []
-  with runtime.simulation_context():
-    for size in args.sizes:
-      values = [rng.normal(scale=0.01, size=size).astype(np.float32) for _ in range(args.clients)]
-      weights = [1.0] * args.clients
-      floor = numpy_floor(values, weights, args.rounds)
-      for name, ours, theirs, weighted in _pairs(args.clients):
+  for size in args.sizes:
+    values = [rng.normal(scale=0.01, size=size).astype(np.float32) for _ in range(args.clients)]
+    weights = [1.0] * args.clients
+    floor = numpy_floor(values, weights, args.rounds)
+    for name, ours, theirs, weighted in _pairs(args.clients):
+      # A fresh worker per pair: what one pair leaves in the worker does not slow the next, and its peak is its own.
+      with runtime.simulation_context():
         memory.reset()
         processes = [_create(factory, weighted, size) for factory in (ours, theirs)]
         ours_times, tff_times = time_pair(processes, weighted, values, weights, args.warmup, args.rounds)
@@ -218,13 +219,14 @@ def main(argv=None) -> int:
         print(f'{size:>9} {name:<38} ours {ours_seconds:8.3f} s  tff {tff_seconds:8.3f} s  '
               f'ratio {ours_seconds / tff_seconds:5.2f}  numpy floor {floor:.4f} s  '
               f'steps {sum(steps[0].values())} / {sum(steps[1].values())}', flush=True)
-      stages = stage_work_seconds(values, args.rounds)
+    stages = stage_work_seconds(values, args.rounds)
+    with runtime.simulation_context():
       steps = runtime_step_seconds(values, args.rounds)
-      profile.append(dict(size=size, clients=args.clients, stage_work_seconds=stages, runtime_step_seconds=steps))
-      print(f'{size:>9} stage work per round, plain TF: '
-            + ', '.join(f'{name} {seconds:.3f} s' for name, seconds in stages.items()), flush=True)
-      print(f'{size:>9} TFF runtime per step: '
-            + ', '.join(f'{name} {seconds:.4f} s' for name, seconds in steps.items()), flush=True)
+    profile.append(dict(size=size, clients=args.clients, stage_work_seconds=stages, runtime_step_seconds=steps))
+    print(f'{size:>9} stage work per round, plain TF: '
+          + ', '.join(f'{name} {seconds:.3f} s' for name, seconds in stages.items()), flush=True)
+    print(f'{size:>9} TFF runtime per step: '
+          + ', '.join(f'{name} {seconds:.4f} s' for name, seconds in steps.items()), flush=True)
   write_report(args.json, vars(args), results=results, profile=profile)
   return 0
 
