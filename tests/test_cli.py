@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+from importlib import metadata
 
 import pytest
 
@@ -37,8 +38,16 @@ def test_console_script_is_installed():
   assert done.returncode == 0 and 'fedavg-demo' in done.stdout and 'train' in done.stdout
 
 
+def test_version_names_this_package_and_tff(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(['--version'])
+  assert exit_info.value.code == 0
+  assert capsys.readouterr().out.strip() == (
+      f"tff-orchestra {metadata.version('tff_orchestra')} (TensorFlow Federated 0.87.0)")
+
+
 @pytest.mark.parametrize('argv', [
-    ['--help'], ['train', '--help'], ['train', '--alpha', 'x'], ['train', '--nope'],
+    ['--version'], ['--help'], ['train', '--help'], ['train', '--alpha', 'x'], ['train', '--nope'],
     ['train', '--output-dir', 'unused', '--alpha', '0'],
 ])
 def test_help_and_bad_flags_answer_without_tensorflow(argv):

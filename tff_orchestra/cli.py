@@ -7,6 +7,7 @@
     tff-orchestra train --config examples/digits.toml [--output-dir runs/other] [any flag above]
     tff-orchestra aggregators [--plugin my_module]
     tff-orchestra fedavg-demo [--rounds N] [--clients N] [--seed N] [--noise-multiplier Z]
+    tff-orchestra --version
 
 `train`'s flags are made from `training.TrainConfig`'s fields (`tff-orchestra
 train --help` lists them by section); `--config` reads the same settings from a
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from importlib import metadata
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from tff_orchestra import settings
@@ -47,8 +49,20 @@ def _non_negative_float(text: str) -> float:
   return value
 
 
+def version_text() -> str:
+  """This package's installed version and TFF's, read from their metadata (importing neither)."""
+  versions = []
+  for name in ('tff_orchestra', 'tensorflow-federated'):
+    try:
+      versions.append(metadata.version(name))
+    except metadata.PackageNotFoundError:
+      versions.append('not installed')
+  return f'tff-orchestra {versions[0]} (TensorFlow Federated {versions[1]})'
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(prog='tff-orchestra', description=__doc__.split('\n')[0])
+  parser.add_argument('--version', action='version', version=version_text())
   parser.add_argument('--debug', action='store_true', help='show the traceback of an unexpected error')
   # --debug after the command works too (SUPPRESS: not given there, the top-level value stays).
   debug = argparse.ArgumentParser(add_help=False)
