@@ -89,10 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
       'fedavg-demo', parents=[debug],
       help="TFF federated averaging on digits with this library's three factories chained",
   )
-  demo.add_argument('--rounds', type=_positive_int, default=10)
-  demo.add_argument('--clients', type=_positive_int, default=10)
-  demo.add_argument('--seed', type=int, default=0)
-  demo.add_argument('--noise-multiplier', type=_non_negative_float, default=0.05)
+  demo.add_argument('--rounds', type=_positive_int, default=10, metavar='N',
+                    help='federated averaging rounds (default: %(default)s)')
+  demo.add_argument('--clients', type=_positive_int, default=10, metavar='N',
+                    help='digits clients, all in every round (default: %(default)s)')
+  demo.add_argument('--seed', type=int, default=0, metavar='N', help='seed of the data split, the model and the cluster-quality sketch (default: %(default)s)')
+  demo.add_argument('--noise-multiplier', type=_non_negative_float, default=0.05, metavar='Z',
+                    help="GaussianNoise's noise multiplier (default: %(default)s)")
   return parser
 
 
