@@ -12,7 +12,9 @@ from tff_orchestra import cli
     'argv, message',
     [
         (['fedavg-demo', '--rounds', '0'], 'must be at least 1'),
+        (['fedavg-demo', '--rounds', 'x'], "argument --rounds: expected an integer, got 'x'"),
         (['fedavg-demo', '--noise-multiplier', '-1'], 'must be a number >= 0'),
+        (['fedavg-demo', '--noise-multiplier', 'y'], "argument --noise-multiplier: expected a number, got 'y'"),
         (['evaluate'], 'invalid choice'),
         ([], 'required'),
     ],

@@ -36,14 +36,20 @@ if TYPE_CHECKING:
 
 
 def _positive_int(text: str) -> int:
-  value = int(text)
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
   if value < 1:
     raise argparse.ArgumentTypeError(f'must be at least 1, got {value}')
   return value
 
 
 def _non_negative_float(text: str) -> float:
-  value = float(text)
+  try:
+    value = float(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f'expected a number, got {text!r}') from None
   if not value >= 0.0:
     raise argparse.ArgumentTypeError(f'must be a number >= 0, got {text}')
   return value
