@@ -63,7 +63,7 @@ def measure(mode: str, clients: int, args: argparse.Namespace) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--sequential-clients', type=int, nargs='+', default=[4, 16, 100])
-  parser.add_argument('--concurrent-clients', type=int, nargs='+', default=[2, 4])
+  parser.add_argument('--concurrent-clients', type=int, nargs='*', default=[2, 4], help='none: skip this mode')
   parser.add_argument('--examples', type=int, default=64, help='generated images per client')
   parser.add_argument('--encoder', choices=('resnet18', 'small_cnn'), default='resnet18')
   parser.add_argument('--warmup', type=int, default=0)
