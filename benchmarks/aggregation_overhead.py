@@ -127,9 +127,8 @@ def stage_work_seconds(values, rounds: int) -> dict[str, float]:
       0.1, clip=1.0, expected_clients_per_round=len(values), bits=20).calibrate(tff.TensorType(np.float32, [size]))
   seed = tf.constant([1, 2], tf.int64)
 
-  def clip_and_round(v):
-    flat = integer_grid.flatten(v, size)
-    flat *= tf.minimum(tf.constant(1.0, tf.float64), 1.0 / tf.norm(flat))
+  def clip_and_round(v):  # GaussianNoise's client step at clip 1, from the same integer_grid pieces
+    flat, _ = integer_grid.l2_clip(integer_grid.flatten(v, size), 1.0)
     return integer_grid.conditional_round(flat * noise.clip_steps, noise.l2_bound_squared, seed)
 
   per_client = {

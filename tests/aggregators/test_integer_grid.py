@@ -1,4 +1,4 @@
-"""Values as integer vectors: the rounding's norm bound holds exactly; flattening round-trips."""
+"""Values as integer vectors: clipping, the rounding's norm bound holds exactly; flattening round-trips."""
 
 import numpy as np
 import tensorflow as tf
@@ -27,3 +27,13 @@ def test_flatten_and_unflatten_round_trip_a_structure():
   np.testing.assert_array_equal(back[0], value[0])
   assert back[1].dtype == tf.float64 and back[1].numpy() == 7.0
   assert integer_grid.size_of(value_type) == 7
+
+
+def test_l2_clip_scales_only_what_exceeds_the_clip():
+  long, short = tf.constant([3.0, 4.0], tf.float64), tf.constant([0.3, 0.4], tf.float64)
+  clipped, norm = integer_grid.l2_clip(long, 1.0)
+  np.testing.assert_allclose(clipped, [0.6, 0.8])
+  np.testing.assert_allclose(norm, 5.0)
+  kept, norm = integer_grid.l2_clip(short, np.float32(1.0))
+  np.testing.assert_array_equal(kept, short)
+  np.testing.assert_allclose(norm, 0.5)

@@ -302,9 +302,7 @@ class DistributedDiscreteGaussian(privacy_accounting.DifferentiallyPrivateStage,
     @tff.tensorflow.computation(value_type, tff.TensorType(np.int64, [2]), np.bool_)
     def encode(value, seed, send):
       value, _ = non_finite.exclude_non_finite(value)
-      flat = integer_grid.flatten(value, padded)
-      norm = tf.norm(flat)
-      flat *= tf.where(norm > clip, clip / norm, tf.constant(1.0, tf.float64))
+      flat, _ = integer_grid.l2_clip(integer_grid.flatten(value, padded), clip)
       rounding_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(discrete_gaussian.fresh_seed(), 2))
       rounded = integer_grid.conditional_round(_rotate(flat, seed) * scale, bound, rounding_seed)
       noised = rounded + discrete_gaussian.sample_discrete_gaussian(variance, padded, noise_seed)

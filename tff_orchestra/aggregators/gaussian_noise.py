@@ -392,7 +392,7 @@ class GaussianNoise(privacy_accounting.DifferentiallyPrivateStage, composition.C
     encode = self._client_clip_and_round(value_type, calibration)
     statistics_process = self._statistics_sum_factory.create(encode.type_signature.result[1])
     draw_noise = self._server_noise(calibration)
-    finish = self._server_noise_and_next_clip(value_type, calibration)
+    finish = self._server_release_and_next_clip(value_type, calibration)
     clipping_fractions = tff.tensorflow.computation(_clipping_fractions, encode.type_signature.result[1])
     fits_budget, account = self._accountant(calibration)
     initial_clip = self._clip.initial_clip if isinstance(self._clip, AdaptiveClip) else float(self._clip)
@@ -494,10 +494,8 @@ class GaussianNoise(privacy_accounting.DifferentiallyPrivateStage, composition.C
     def clip_and_round(value, clip, released):
       # A non-finite value is sent as zeros; in a withheld round every client sends zeros.
       value, excluded = non_finite.exclude_non_finite(value)
-      flat = integer_grid.flatten(value, dimension)
       clip = tf.cast(clip, tf.float64)
-      norm = tf.norm(flat)
-      flat *= tf.where(norm > clip, clip / norm, tf.constant(1.0, tf.float64))
+      flat, norm = integer_grid.l2_clip(integer_grid.flatten(value, dimension), clip)
       integers = integer_grid.conditional_round(flat * (clip_steps / clip), bound, discrete_gaussian.fresh_seed())
       if count_step:
         # +h for a norm within the clip, -h above it, 0 for an excluded client (as if absent).
@@ -532,7 +530,7 @@ class GaussianNoise(privacy_accounting.DifferentiallyPrivateStage, composition.C
 
     return draw_noise
 
-  def _server_noise_and_next_clip(self, value_type: tff.Type, calibration: Calibration) -> tff.Computation:
+  def _server_release_and_next_clip(self, value_type: tff.Type, calibration: Calibration) -> tff.Computation:
     """(integer sum, noise, clip, released) -> (result, next clip, grid step, noise std); zeros and the same clip
     if withheld."""
     c = calibration

@@ -41,6 +41,13 @@ def flatten(value, length: int) -> tf.Tensor:
   return tf.pad(flat, [[0, length - tf.shape(flat)[0]]])
 
 
+def l2_clip(flat: tf.Tensor, clip) -> tuple[tf.Tensor, tf.Tensor]:
+  """(`flat` scaled to L2 norm at most `clip`, its norm before): the clipping both noise factories run (float64)."""
+  clip = tf.cast(clip, tf.float64)
+  norm = tf.norm(flat)
+  return flat * tf.where(norm > clip, clip / norm, tf.constant(1.0, tf.float64)), norm
+
+
 def unflatten(flat: tf.Tensor, specs):
   """The first coordinates of `flat` as tensors of `specs` (their shapes and dtypes)."""
   leaves, start = [], 0
