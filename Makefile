@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.tff_orchestra_installed
 
-.PHONY: install run test speed clean
+.PHONY: install run test docs speed clean
 
 install: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml requirements/tff-0.87.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/tff-0.87.txt
 	$(PY) -m pip install --quiet --no-deps tensorflow-federated==0.87.0
-	$(PY) -m pip install --quiet -c requirements/tff-0.87.txt -e '.[test]'
+	$(PY) -m pip install --quiet -c requirements/tff-0.87.txt -e '.[test,docs]'
 	@touch $(STAMP)
 
 # The main job: Orchestra on digits, 10 non-IID clients, the three factories
@@ -31,11 +31,15 @@ run: install
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-# The README's speed tables: each factory and the chain against TFF's counterparts,
+# The documentation site (mkdocs.yml) into site/: open site/index.html.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+# The speed tables: each factory and the chain against TFF's counterparts,
 # and one learner round against plain TensorFlow (small CNN, ResNet-18); about 25 min.
 speed: install
 	$(PY) benchmarks/aggregation_overhead.py --sizes 10000 1000000 --clients 20 --warmup 1 --rounds 5
 	$(PY) benchmarks/round_cost.py --models small_cnn resnet18
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache site .cache dist build

@@ -91,10 +91,11 @@ def test_a_bad_run_file_is_one_error_line_naming_the_file_and_setting(text, mess
   assert error.startswith(f'tff-orchestra: error: {path}: ') and re.search(message, error), error
 
 
-def test_examples_digits_toml_is_the_run_the_readme_spells_out_as_flags():
-  """`make run` trains examples/digits.toml; the README also shows it as flags."""
-  readme = (ROOT / 'README.md').read_text()
-  [command] = re.findall(r'```bash\n(tff-orchestra train --output-dir outputs/digits-orchestra .*?)```', readme, re.S)
+@pytest.mark.parametrize('page', ['README.md', 'docs/getting-started.md'])
+def test_examples_digits_toml_is_the_run_the_pages_spell_out_as_flags(page):
+  """`make run` trains examples/digits.toml; the README and the getting-started page also show it as flags."""
+  text = (ROOT / page).read_text()
+  [command] = re.findall(r'```bash\n(tff-orchestra train --output-dir outputs/digits-orchestra .*?)```', text, re.S)
   flags = command.replace('\\\n', ' ').split()[2:]
   from_flags = cli.train_config(_parse(*flags))
   from_file = training.TrainConfig.from_toml(str(ROOT / 'examples' / 'digits.toml'))
