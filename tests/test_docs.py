@@ -13,7 +13,6 @@ import argparse
 import contextlib
 import importlib.util
 import io
-import pathlib
 import re
 import shlex
 import subprocess
