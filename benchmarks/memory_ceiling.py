@@ -10,7 +10,7 @@ on generated 32x32x3 images, 1 local epoch. Two ways to run the clients:
 
 For each: the peak resident memory (VmHWM) of this process and of the worker,
 the round time, and per mode the least-squares line of the worker's peak
-against clients, from which the README states the ceiling for 100 clients
+against clients, from which docs/benchmarks/speed.md states the ceiling for 100 clients
 (measured directly where `--sequential-clients` includes 100). Prints a table
 and writes JSON.
 

@@ -98,7 +98,7 @@ def format_summary(summary) -> str:
 
 
 def markdown_table(summary) -> str:
-  """The README's table: one row per (alpha, method), mean ± std over seeds, the rank in brackets."""
+  """The table of docs/benchmarks/quality.md: one row per (alpha, method), mean ± std over seeds, the rank in brackets."""
   titles = {'few_label_probe': 'few-label probe', 'linear_probe': 'linear probe', 'knn': 'kNN', 'nmi': 'NMI',
             'alignment': 'alignment', 'uniformity': 'uniformity', 'seconds_per_round': 's / round'}
   lines = ['| alpha | method | ' + ' | '.join(titles[m] for m in METRICS) + ' |', '|---' * (len(METRICS) + 2) + '|']

@@ -18,7 +18,7 @@ of splitting, not the speed-up of two hosts. `--one-core-per-worker` pins
 remote worker i (all its threads) to core i: `1 remote` then has one core and
 `2 remote` two, as two one-core hosts would; give such workers
 `--max-concurrent-computation-calls 1` (on one core, TFF's default of running
-every client at once stalled: 10x slower, see the README). Prints a
+every client at once stalled: 10x slower, see docs/guide/remote-workers.md). Prints a
 table and writes JSON.
 
     python benchmarks/remote_workers.py --clients 20

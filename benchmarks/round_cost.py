@@ -262,7 +262,7 @@ def config_from(args: argparse.Namespace, *, local_epochs: int, digits: bool, **
       local_epochs=local_epochs, projection_dim=args.projection_dim, num_global_clusters=args.global_clusters,
       num_local_clusters=args.local_clusters, memory_size=args.memory_size,
       global_clustering_steps=args.global_clustering_steps, seed=args.seed,
-      # The digits runs' augmentation (see the README); timing barely depends on it.
+      # The digits runs' augmentation (docs/getting-started.md); timing barely depends on it.
       **(dict(flip=False, min_crop_area=0.6) if digits else {}),
       **overrides,
   )

@@ -27,7 +27,7 @@ CLI_CASES = {
     'aggregator key not a number': (['--aggregator', 'secure_sum:bits=many'], 'bits'),
     'unknown aggregator key': (['--aggregator', 'secure_sum:bitz=20'], 'bitz'),
     'secure sum max_clients below clients per round': (
-        ['--aggregator', 'secure_sum:max_clients=1'], 'secure_sum: max_clients=1 is below the clients per round (2)'),
+        ['--aggregator', 'secure_sum:max_clients=1'], 'secure_sum: max_clients=1 is below --clients-per-round (2)'),
     'alpha zero': (['--alpha', '0'], 'argument --alpha: must be a number > 0, got 0.0'),
     'alpha negative': (['--alpha', '-1'], 'must be a number > 0'),
     'alpha nan': (['--alpha', 'nan'], 'argument --alpha: must be a number > 0, got nan'),
@@ -40,8 +40,8 @@ CLI_CASES = {
     'negative seed': (['--seed', '-1'], 'argument --seed: must be an int >= 0, got -1'),
     'more clients per round than clients': (
         ['--clients-per-round', '5'],
-        'argument --clients-per-round: cannot exceed the number of clients (data.num_clients = 3), got 5'),
-    'local clusters above memory': (['--local-clusters', '32'], 'argument --num-local-clusters: cannot exceed memory_size (16)'),
+        'argument --clients-per-round: cannot exceed --num-clients (3), got 5'),
+    'local clusters above memory': (['--local-clusters', '32'], 'argument --num-local-clusters: cannot exceed --memory-size (16)'),
     'cifar without data dir': (['--dataset', 'cifar10'], 'argument --data-dir: must name the folder with the cifar10 archive'),
     'cifar data dir missing': (['--dataset', 'cifar10', '--data-dir', '/nonexistent'], '/nonexistent'),
     'unknown encoder': (['--encoder', 'vgg'], "argument --encoder: must be one of resnet18, small_cnn (or registered by a plugin), got 'vgg'"),
@@ -137,7 +137,7 @@ PYTHON_CASES = {
     'registry bad spec': (lambda: registry.build_stage('secure_sum:bits'), ValueError, 'secure_sum'),
     'orchestra temperature inf': (lambda: orchestra.OrchestraConfig(temperature=math.inf), settings.InvalidSetting, 'temperature must be finite'),
     'orchestra memory below local clusters': (
-        lambda: orchestra.OrchestraConfig(num_local_clusters=64, memory_size=32), settings.InvalidSetting, 'cannot exceed memory_size'),
+        lambda: orchestra.OrchestraConfig(num_local_clusters=64, memory_size=32), settings.InvalidSetting, 'cannot exceed OrchestraConfig.memory_size'),
     'orchestra flip not a bool': (lambda: orchestra.OrchestraConfig(flip='no'), settings.InvalidSetting, 'flip must be true or false'),
     'train config no output dir': (lambda: training.TrainConfig.build(), settings.ConfigError, 'run.output_dir is required'),
     'train config unknown setting': (lambda: training.TrainConfig.build(output_dir='x', clients=3), TypeError, 'unknown setting clients'),

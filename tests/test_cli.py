@@ -75,3 +75,12 @@ def test_an_unexpected_error_is_one_line_unless_debug(monkeypatch, capsys):
   )
   with pytest.raises(RuntimeError, match='boom'):
     cli.main(['train', '--output-dir', 'unused', '--no-progress', '--debug'])
+
+
+def test_aggregators_lists_each_name_with_its_keys_defaults_and_an_example(capsys):
+  assert cli.main(['aggregators']) == 0
+  listing = capsys.readouterr().out
+  assert listing.count('    example: --aggregator ') == listing.count('    keys: ') >= 10
+  assert 'noise_multiplier (required), clip (required)' in listing  # gaussian_noise
+  assert 'expected_clients_per_round=(--clients-per-round), population=(--num-clients)' in listing
+  assert 'trim_fraction=0.2' in listing and 'in Python only: inner_factory, statistics_sum_factory' in listing

@@ -16,7 +16,7 @@ TOML file, and every run writes its own as `config.toml`.
 and the chain yields the mean update. `--plugin` imports a module that registers
 its own aggregators or encoders (`aggregators.register_aggregator`,
 `orchestra.register_encoder`).
-`--workers` runs the rounds on TFF worker_binaries already running there (README,
+`--workers` runs the rounds on TFF worker_binaries already running there (docs/guide/remote-workers.md,
 "Remote workers"), the clients split across them; by default a local worker runs them.
 Bad input ends with one error line, not a traceback, and leaves existing output alone.
 """
@@ -24,6 +24,7 @@ Bad input ends with one error line, not a traceback, and leaves existing output 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 from importlib import metadata
@@ -118,15 +119,21 @@ def train_config(args: argparse.Namespace) -> 'TrainConfig':
 
 
 def _named(error: Exception, args: argparse.Namespace) -> str:
-  """A bad setting named as the user gave it: by its flag, or by its place in the --config file."""
+  """A bad setting named as the user gave it: by its flag, or by its place in the --config file.
+
+  Other settings the message mentions are named the same way: as flags, unless a
+  --config file gave the run (then as its `section.key`).
+  """
   from tff_orchestra.training import TrainConfig  # pylint: disable=import-outside-toplevel
 
-  field = settings.leaves(TrainConfig).get(getattr(error, 'path', None))
+  path = getattr(error, 'path', None)
+  field = settings.leaves(TrainConfig).get(path)
+  if args.config and (field is None or path not in settings.given_arguments(args)):
+    return f'{args.config}: {error}' if field is not None else str(error)
   if field is None:
-    return str(error)
-  if args.config and error.path not in settings.given_arguments(args):
-    return f'{args.config}: {error}'
-  return f'argument {settings.flag_of(field)}: {error.problem}, got {error.value!r}'
+    return settings.named_as_flags(TrainConfig, str(error))
+  problem = settings.named_as_flags(TrainConfig, error.problem)
+  return f'argument {settings.flag_of(field)}: {problem}, got {error.value!r}'
 
 
 def _leave_nothing_behind() -> None:
@@ -189,9 +196,31 @@ def _list_aggregators(args: argparse.Namespace) -> int:
     return 2
   for name, entry in sorted(registry.registered_aggregators().items()):
     print(f'{name}: {entry.summary}')
-    defaults = ', '.join(f'{key} (default: --{field.replace("_", "-")})' for key, field in entry.run_defaults.items())
-    print(f'    keys: {", ".join(entry.keys) or "-"}' + (f'; {defaults}' if defaults else ''))
+    print(f'    keys: {_keys_text(entry)}')
+    if entry.example:
+      print(f'    example: --aggregator {entry.example}')
   return 0
+
+
+def _keys_text(entry) -> str:
+  """A registered aggregator's keys with their defaults: the builder's, or what the run fills in."""
+  from tff_orchestra.training import TrainConfig, config  # pylint: disable=import-outside-toplevel
+
+  shown, python_only = [], []
+  for key, default in entry.key_defaults.items():
+    if key.endswith('_factory'):
+      python_only.append(key)  # a factory object: no spec value can give one
+    elif key in entry.run_defaults:
+      setting = config.RUN_CONTEXT_SETTINGS.get(entry.run_defaults[key])
+      source = settings.named_as_flags(TrainConfig, setting) if setting else "the run's client sampling"
+      shown.append(f'{key}=({source})')
+    elif default is inspect.Parameter.empty:
+      shown.append(f'{key} (required)')
+    else:
+      shown.append(f'{key}={default!r}')
+  words = [f'{key}=adaptive' for key in entry.named_values]
+  return (', '.join(shown) or '-') + (f'; also {", ".join(words)}' if words else '') + (
+      f'; in Python only: {", ".join(python_only)}' if python_only else '')
 
 
 def _one_line(error: BaseException) -> str:

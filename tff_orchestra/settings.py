@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import functools
 import math
 import operator
@@ -95,7 +96,7 @@ def setting(default: Any = dataclasses.MISSING, *, help: str, check: Optional[Ch
 
   Args:
     default: The default; a list or tuple default is stored as a tuple.
-    help: One line for `--help` and the README.
+    help: One line for `--help` and the documentation.
     check: What the value must satisfy, beyond its annotated type.
     aliases: Further flags, e.g. a shorter name.
     flag: The flag's name when it is not the field's (`aggregators` -> `--aggregator`).
@@ -171,6 +172,16 @@ def leaves(tree: type) -> dict[str, dataclasses.Field]:
 
 def flag_of(field: dataclasses.Field) -> str:
   return '--' + (field.metadata.get('flag') or field.name).replace('_', '-')
+
+
+def named_as_flags(tree: type, text: str) -> str:
+  """`text` with each setting it names (`'data.num_clients'` or `'DataConfig.num_clients'`) written as its flag."""
+  flags = {}
+  for name, section in sections(tree).items():
+    for field in dataclasses.fields(section):
+      if not field.metadata.get('derived'):
+        flags[f'{name}.{field.name}'] = flags[f'{section.__name__}.{field.name}'] = flag_of(field)
+  return re.sub(r'\b[A-Za-z_]+\.[a-z_]+\b', lambda match: flags.get(match.group(0), match.group(0)), text)
 
 
 def add_arguments(parser: argparse.ArgumentParser, tree: type, *, exclude: tuple[str, ...] = (),

@@ -111,6 +111,7 @@ def test_a_users_factory_registers_and_chains(own_registry):
         (('9lives', tff.aggregators.MeanFactory), {}, ValueError, 'name must be'),
         (('x', 3), {}, TypeError, 'builder must be a callable'),
         (('x', tff.aggregators.MeanFactory), dict(run_defaults={'k': 'rounds'}), ValueError, r"run_defaults\['k'\]"),
+        (('x', tff.aggregators.MeanFactory), dict(example='mean'), ValueError, "example must be a spec of 'x'"),
     ],
 )
 def test_bad_registrations(own_registry, args, kwargs, error, match):
@@ -138,3 +139,10 @@ def test_bad_specs_name_the_spec(own_registry):
 ])
 def test_robust_estimates_are_registered(spec, expected):
   assert isinstance(registry.build_stage(spec, CONTEXT), expected)
+
+
+@pytest.mark.parametrize('name', sorted(registry.registered_aggregators()))
+def test_every_built_in_name_has_an_example_that_builds(name):
+  entry = registry.registered_aggregators()[name]
+  assert entry.example and registry.parse_spec(entry.example)[0] == name
+  assert registry.is_factory(registry.build_stage(entry.example, CONTEXT))

@@ -52,7 +52,7 @@ def test_the_learner_takes_the_run_seed_and_clients_per_round():
 def test_a_bad_value_names_its_setting_in_python():
   with pytest.raises(settings.InvalidSetting, match=r'data\.alpha must be a number > 0, got -1\.0'):
     _config(alpha=-1)
-  with pytest.raises(settings.InvalidSetting, match=r'orchestra\.num_local_clusters cannot exceed memory_size'):
+  with pytest.raises(settings.InvalidSetting, match=r'orchestra\.num_local_clusters cannot exceed OrchestraConfig\.memory_size'):
     _config(num_local_clusters=64, memory_size=32)
   with pytest.raises(settings.InvalidSetting, match=r'data\.alpha must be finite, got inf'):
     _config(alpha=float('inf'))

@@ -312,7 +312,7 @@ def test_a_third_party_plugin_is_usable_from_the_cli(tmp_path, monkeypatch, caps
   assert saved['run']['plugins'] == ['third_party_plugin'] and saved['model']['encoder'] == 'tiny_encoder'
   listing = capsys.readouterr().out
   assert 'clip_each: A user\'s stage: clips every coordinate' in listing and 'keys: limit' in listing
-  assert 'max_clients (default: --clients-per-round)' in listing
+  assert 'max_clients=(--clients-per-round)' in listing and 'example: --aggregator secure_sum:' in listing
 
 
 def test_cifar10_from_a_local_archive(tmp_path):

@@ -69,15 +69,21 @@ class RegisteredAggregator:
   builder: Callable[..., Factory]
   run_defaults: Mapping[str, str]
   named_values: Mapping[str, Mapping[str, Callable[[], Any]]]
+  example: Optional[str] = None
+
+  @property
+  def key_defaults(self) -> dict[str, Any]:
+    """`{key: default}` of the builder's keyword arguments (`inspect.Parameter.empty`: required)."""
+    try:
+      parameters = inspect.signature(self.builder).parameters.values()
+    except (TypeError, ValueError):
+      return {}
+    return {p.name: p.default for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
 
   @property
   def keys(self) -> list[str]:
     """The builder's keyword arguments."""
-    try:
-      parameters = inspect.signature(self.builder).parameters.values()
-    except (TypeError, ValueError):
-      return []
-    return [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    return list(self.key_defaults)
 
   @property
   def summary(self) -> str:
@@ -105,7 +111,7 @@ def _check_fits_the_run(name: str, factory: Factory, context: RunContext) -> Non
   limit = getattr(factory, 'max_clients', None)
   if isinstance(limit, int) and limit < context.clients_per_round:
     raise ValueError(
-        f'{name}: max_clients={limit} is below the clients per round ({context.clients_per_round}): '
+        f'{name}: max_clients={limit} is below run.clients_per_round ({context.clients_per_round}): '
         'every round would fail; raise max_clients or leave it out'
     )
   sampling = getattr(factory, 'sampling', None)
@@ -127,6 +133,7 @@ def register_aggregator(
     *,
     run_defaults: Optional[Mapping[str, str]] = None,
     named_values: Optional[Mapping[str, Mapping[str, Callable[[], Any]]]] = None,
+    example: Optional[str] = None,
     replace: bool = False,
 ) -> Callable[..., Factory]:
   """Makes `name` usable in `--aggregator` specs and run configurations; returns `builder`.
@@ -137,6 +144,7 @@ def register_aggregator(
     run_defaults: `{key: run field}` for keys a spec may leave out, with run
       fields those of `RunContext`.
     named_values: `{key: {word: make}}`: `key=word` in a spec passes `make()`.
+    example: A spec that builds, shown by `tff-orchestra aggregators`.
     replace: Replace a registered builder of the same name.
 
   Raises:
@@ -153,8 +161,10 @@ def register_aggregator(
     if field not in _RUN_FIELDS:
       raise ValueError(f'run_defaults[{key!r}] must be one of {_RUN_FIELDS}, got {field!r}')
   named_values = {key: dict(words) for key, words in (named_values or {}).items()}
+  if example is not None and parse_spec(example)[0] != name:
+    raise ValueError(f'example must be a spec of {name!r}, got {example!r}')
   _REGISTRY[name] = RegisteredAggregator(
-      name, builder, types.MappingProxyType(run_defaults), types.MappingProxyType(named_values)
+      name, builder, types.MappingProxyType(run_defaults), types.MappingProxyType(named_values), example
   )
   return builder
 
@@ -211,26 +221,30 @@ def _adaptive_secure_bound() -> tff.templates.EstimationProcess:
   )
 
 
-register_aggregator('mean', tff.aggregators.MeanFactory)
-register_aggregator('cluster_quality', ClusterQualityWeighting, run_defaults={'seed': 'seed'})
+register_aggregator('mean', tff.aggregators.MeanFactory, example='mean')
+register_aggregator('cluster_quality', ClusterQualityWeighting, run_defaults={'seed': 'seed'},
+                    example='cluster_quality:num_clusters=4,robust=True')
 register_aggregator(
     'gaussian_noise', GaussianNoise,
     run_defaults={
         'expected_clients_per_round': 'clients_per_round', 'population': 'num_clients', 'sampling': 'client_sampling',
     },
     named_values={'clip': {'adaptive': AdaptiveClip}},
+    example='gaussian_noise:noise_multiplier=1.0,clip=1.0,max_epsilon=10',
 )
-register_aggregator('secure_integer_sum', secure_integer_sum)
+register_aggregator('secure_integer_sum', secure_integer_sum, example='secure_integer_sum')
 register_aggregator(
     'distributed_discrete_gaussian', DistributedDiscreteGaussian,
     run_defaults={'expected_clients_per_round': 'clients_per_round'},
+    example='distributed_discrete_gaussian:noise_multiplier=1.0,clip=1.0,min_clients=2',
 )
 register_aggregator(
     'secure_sum', SecureFixedPointSum,
     run_defaults={'max_clients': 'clients_per_round'},
     named_values={'bound': {'adaptive': _adaptive_secure_bound}},
+    example='secure_sum:bound=adaptive,bits=20',
 )
-register_aggregator('median', CoordinateMedian)
-register_aggregator('trimmed_mean', TrimmedMean)
-register_aggregator('multi_krum', MultiKrum)
-register_aggregator('median_norm_clipping', MedianNormClipping)
+register_aggregator('median', CoordinateMedian, example='median')
+register_aggregator('trimmed_mean', TrimmedMean, example='trimmed_mean:trim_fraction=0.1')
+register_aggregator('multi_krum', MultiKrum, example='multi_krum:num_byzantine=2')
+register_aggregator('median_norm_clipping', MedianNormClipping, example='median_norm_clipping:multiplier=2.0')

@@ -7,7 +7,7 @@ target moves `target <- tau target + (1 - tau) online` (tau =
 `z'` the target's projections. Views: the reference's `BYOLTransform` (blur
 always on the first view; blur 0.1 and solarize 0.2 on the second).
 
-Two deliberate differences from the reference (README, fidelity table): its
+Two deliberate differences from the reference (docs/guide/orchestra.md, fidelity table): its
 `update_target` computes `(1 - tau) target + tau online` (the target then
 copies the online network); here the EMA is BYOL's. Its projector's output
 width is the backbone's (512 for ResNet-18); here it is `projection_dim`, so

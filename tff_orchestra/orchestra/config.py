@@ -55,6 +55,6 @@ class OrchestraConfig:
     check_fields(self)
     if self.num_local_clusters > self.memory_size:
       raise InvalidSetting(
-          'OrchestraConfig.num_local_clusters', f'cannot exceed memory_size ({self.memory_size})',
+          'OrchestraConfig.num_local_clusters', f'cannot exceed OrchestraConfig.memory_size ({self.memory_size})',
           self.num_local_clusters,
       )

@@ -225,7 +225,7 @@ def check_learner_inputs(input_shape, encoder, config, client_optimizer, client_
     raise NotImplementedError(
         "OrchestraConfig.jit_compile (--jit-compile): TFF 0.87's worker runs a step marked for XLA as a plain one "
         '(bitwise the same update, the same time), so the learner refuses it rather than ignore it; plain '
-        "TensorFlow's LocalTraining honours it (the README's Speed section has its measured effect)"
+        "TensorFlow's LocalTraining honours it (docs/benchmarks/speed.md has its measured effect)"
     )
   client_optimizer = client_optimizer or tff.learning.optimizers.build_sgdm(
       learning_rate=config.client_learning_rate, momentum=config.client_momentum

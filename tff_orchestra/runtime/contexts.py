@@ -6,7 +6,7 @@ default the context runs on a local worker_binary that `workers.py` starts
 and owns.
 
 `workers=['host:port', ...]` runs computations on worker_binaries that someone
-else started (other hosts; README "Remote workers") instead of a local one.
+else started (other hosts; docs/guide/remote-workers.md) instead of a local one.
 With several workers, each computation is compiled to TFF's mergeable form and
 its clients are split across the workers: every worker runs the client work of
 its share of the clients up to the aggregation, the partial aggregates are

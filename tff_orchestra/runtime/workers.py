@@ -314,7 +314,7 @@ class RemoteWorker:
       raise WorkerUnavailableError(
           f'TFF worker at {self.address} did not answer within {self._connect_timeout:g} s: it stopped, or '
           'nothing serves at that address. A remote worker is not restarted by this program: start it again '
-          '(README, "Remote workers")'
+          '(docs/guide/remote-workers.md)'
       ) from None
     return self._stub
 

@@ -96,7 +96,8 @@ class AggregationConfig:
   aggregators: tuple[str, ...] = setting(
       (), flag='aggregator',
       help='a stage NAME[:KEY=VALUE,...] of the model-update aggregation chain (repeat: chained in order, '
-      'client to server; the chain yields the mean); names and keys: tff-orchestra aggregators',
+      'client to server; the chain yields the mean), e.g. cluster_quality:num_clusters=4; every name with its keys, '
+      'their defaults and an example: tff-orchestra aggregators',
   )
   centroid_aggregator: str = setting(
       '',
@@ -185,7 +186,7 @@ class TrainConfig:
         object.__setattr__(self, name, dataclasses.replace(getattr(self, name), **derived))
     if self.run.clients_per_round > self.data.num_clients:
       raise InvalidSetting(
-          'run.clients_per_round', f'cannot exceed the number of clients (data.num_clients = {self.data.num_clients})',
+          'run.clients_per_round', f'cannot exceed data.num_clients ({self.data.num_clients})',
           self.run.clients_per_round,
       )
 
@@ -271,13 +272,19 @@ def load_plugins(modules: Sequence[str]) -> None:
       raise ConfigError(f'plugin {module!r} cannot be imported: {type(error).__name__}: {error}') from error
 
 
+# Where each field of `registry.RunContext` comes from in a run; `client_sampling` is not
+# a setting: the program always draws clients_per_round of num_clients without replacement.
+RUN_CONTEXT_SETTINGS = {'clients_per_round': 'run.clients_per_round', 'num_clients': 'data.num_clients', 'seed': 'run.seed'}
+
+
 def run_context(config: TrainConfig):
   """What the run's aggregator stages take from the run (`registry.RunContext`)."""
   from tff_orchestra.aggregators import registry  # pylint: disable=import-outside-toplevel
 
-  return registry.RunContext(
-      clients_per_round=config.run.clients_per_round, num_clients=config.data.num_clients, seed=config.run.seed
-  )
+  return registry.RunContext(**{
+      field: getattr(getattr(config, path.split('.')[0]), path.split('.')[1])
+      for field, path in RUN_CONTEXT_SETTINGS.items()
+  })
 
 
 def build_centroid_aggregator(config: TrainConfig):
