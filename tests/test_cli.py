@@ -1,4 +1,6 @@
+import argparse
 import os
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -84,3 +86,12 @@ def test_aggregators_lists_each_name_with_its_keys_defaults_and_an_example(capsy
   assert 'noise_multiplier (required), clip (required)' in listing  # gaussian_noise
   assert 'expected_clients_per_round=(--clients-per-round), population=(--num-clients)' in listing
   assert 'trim_fraction=0.2' in listing and 'in Python only: inner_factory, statistics_sum_factory' in listing
+
+
+def test_every_option_says_its_default():
+  parser = cli.build_parser()
+  [commands] = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]  # pylint: disable=protected-access
+  for name, command in commands.choices.items():
+    for action in command._actions:  # pylint: disable=protected-access
+      if action.help not in (argparse.SUPPRESS, None) and not isinstance(action, argparse._HelpAction):  # pylint: disable=protected-access
+        assert re.search(r'\((default: .*|required|repeatable)\)$', action.help), (name, action.option_strings, action.help)

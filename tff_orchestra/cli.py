@@ -82,15 +82,15 @@ def build_parser() -> argparse.ArgumentParser:
   )
   train.add_argument(
       '--config', metavar='RUN.toml',
-      help="a run file, one [section] per group below (every run writes its own as config.toml)",
+      help="a run file, one [section] per group below (every run writes its own as config.toml); flags given override it (default: none)",
   )
-  train.add_argument('--resume', action='store_true', help='continue the run in --output-dir, if there is one')
+  train.add_argument('--resume', action='store_true', help='continue the run in --output-dir, if there is one (default: start a new run)')
   from tff_orchestra.training import TrainConfig  # pylint: disable=import-outside-toplevel
 
   settings.add_arguments(train, TrainConfig)
 
   listing = commands.add_parser('aggregators', parents=[debug], help='list the aggregator names for --aggregator, with their keys')
-  listing.add_argument('--plugin', action='append', default=[], metavar='MODULE', help='import this module first')
+  listing.add_argument('--plugin', action='append', default=[], metavar='MODULE', help='import this module first, to list what it registers (repeatable)')
 
   demo = commands.add_parser(
       'fedavg-demo', parents=[debug],

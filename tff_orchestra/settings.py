@@ -199,7 +199,12 @@ def add_arguments(parser: argparse.ArgumentParser, tree: type, *, exclude: tuple
       if field.metadata.get('derived') or path in exclude:
         continue
       default = getattr(getattr(base, name), field.name) if base is not None else field.default
-      shown = '' if default in (dataclasses.MISSING, None, ()) else f' (default: {_shown(default)})'
+      if default is dataclasses.MISSING:
+        shown = ' (required)'
+      elif default in (None, (), ''):
+        shown = ' (repeatable)' if default == () else ' (default: none)'
+      else:
+        shown = f' (default: {_shown(default)})'
       options = dict(dest=path, default=argparse.SUPPRESS, help=field.metadata['help'] + shown)
       wanted, _ = _expected_type(_hints(section)[field.name])
       if wanted is bool:

@@ -97,7 +97,7 @@ class AggregationConfig:
       (), flag='aggregator',
       help='a stage NAME[:KEY=VALUE,...] of the model-update aggregation chain (repeat: chained in order, '
       'client to server; the chain yields the mean), e.g. cluster_quality:num_clusters=4; every name with its keys, '
-      'their defaults and an example: tff-orchestra aggregators',
+      'their defaults and an example: tff-orchestra aggregators; none given: tff.aggregators.MeanFactory()',
   )
   centroid_aggregator: str = setting(
       '',
