@@ -1,4 +1,5 @@
-"""The package could be published: a wheel and an sdist build, pass `twine check`, and the
+"""The package could be published: a wheel and an sdist build (`python -m build`, in its
+isolated build environment, as a release would be), pass `twine check --strict`, and the
 wheel installs into a fresh virtual environment beside TFF 0.87, where the CLI answers.
 
 The fresh environment sees this environment's packages (TFF 0.87 and its pins, installed
@@ -22,7 +23,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def distributions(tmp_path_factory):
   out = tmp_path_factory.mktemp('dist')
   done = subprocess.run(
-      [sys.executable, '-m', 'build', '--no-isolation', '--outdir', str(out), str(ROOT)],
+      [sys.executable, '-m', 'build', '--outdir', str(out), str(ROOT)],  # isolated, as a release is built
       capture_output=True, text=True, timeout=600,
   )
   assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
