@@ -267,7 +267,7 @@ def test_existing_output_is_left_alone(straight_run, tmp_path, capsys):
   assert cli.main(['train', '--output-dir', str(straight_dir), *TINY, '--rounds', '3']) == 2
   assert 'pass --resume' in capsys.readouterr().err
   assert cli.main(['train', '--output-dir', str(straight_dir), *TINY, '--rounds', '3', '--seed', '5', '--resume']) == 2
-  assert 'different configuration (run.seed: saved 0, given 5)' in capsys.readouterr().err
+  assert 'different configuration (--seed: saved 0, given 5)' in capsys.readouterr().err  # named by the flag given
   assert {p: p.stat().st_mtime_ns for p in straight_dir.rglob('*')} == before
 
 
