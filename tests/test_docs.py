@@ -32,13 +32,13 @@ def test_the_site_builds_with_no_warning(tmp_path):
   assert done.returncode == 0, done.stderr[-3000:]
   assert 'WARNING' not in done.stderr, done.stderr[-3000:]
   site = tmp_path / 'site'
-  for page in ('index.html', 'guide/privacy/index.html', 'notebooks/01_custom_aggregations/index.html',
-               'reference/aggregators/index.html', 'results/methods.png'):
+  for page in ('index.html', 'guide/privacy.html', 'notebooks/01_custom_aggregations.html',
+               'reference/aggregators.html', 'results/methods.png'):
     assert (site / page).is_file(), page
   # The API reference is generated from the docstrings, and the notebooks keep their outputs.
-  reference = (site / 'reference/aggregators/index.html').read_text()
+  reference = (site / 'reference/aggregators.html').read_text()
   assert 'GaussianNoise' in reference and 'expected_clients_per_round' in reference
-  assert 'MeasuredProcessOutput' in (site / 'notebooks/01_custom_aggregations/index.html').read_text()
+  assert 'MeasuredProcessOutput' in (site / 'notebooks/01_custom_aggregations.html').read_text()
 
 
 def test_every_relative_link_of_the_readme_leads_to_a_file():
