@@ -74,6 +74,11 @@ def test_examples_print_what_the_page_shows(page):
   # Run verbatim, the examples print to stderr only our warnings (each: location line, source line).
   stray = [line for line in done.stderr.splitlines() if not line.startswith(' ') and 'UserWarning: ' not in line]
   assert not stray, stray[:5]
+  # The page shows each warning its examples raise (its first clause, as printed).
+  text = ' '.join(page.read_text().split())
+  for line in done.stderr.splitlines():
+    if 'UserWarning: ' in line:
+      assert line.split('UserWarning: ', 1)[1].split(';')[0] in text, f'{page.name} does not show the warning {line}'
   assert len(outputs) == len(pairs)
   for (code, expected), actual in zip(pairs, outputs):
     if expected is not None:
