@@ -42,4 +42,4 @@ speed: install
 	$(PY) benchmarks/round_cost.py --models small_cnn resnet18
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache site .cache dist build
+	rm -rf $(VENV) *.egg-info .pytest_cache site dist build
