@@ -16,8 +16,8 @@ TOML file, and every run writes its own as `config.toml`.
 and the chain yields the mean update. `--plugin` imports a module that registers
 its own aggregators or encoders (`aggregators.register_aggregator`,
 `orchestra.register_encoder`).
-`--workers` runs the rounds on TFF worker_binaries already running there (docs/guide/remote-workers.md,
-"Remote workers"), the clients split across them; by default a local worker runs them.
+`--workers` runs the rounds on TFF worker_binaries already running there
+(docs/guide/remote-workers.md), the clients split across them; by default a local worker runs them.
 Bad input ends with one error line, not a traceback, and leaves existing output alone.
 """
 
@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   settings.add_arguments(train, TrainConfig)
 
-  listing = commands.add_parser('aggregators', parents=[debug], help='list the aggregator names for --aggregator, with their keys')
+  listing = commands.add_parser('aggregators', parents=[debug], help='list the aggregator names for --aggregator, with their keys, defaults and an example')
   listing.add_argument('--plugin', action='append', default=[], metavar='MODULE', help='import this module first, to list what it registers (repeatable)')
 
   demo = commands.add_parser(
@@ -218,7 +218,7 @@ def _keys_text(entry) -> str:
       shown.append(f'{key} (required)')
     else:
       shown.append(f'{key}={default!r}')
-  words = [f'{key}=adaptive' for key in entry.named_values]
+  words = [f'{key}={word}' for key, named in entry.named_values.items() for word in named]
   return (', '.join(shown) or '-') + (f'; also {", ".join(words)}' if words else '') + (
       f'; in Python only: {", ".join(python_only)}' if python_only else '')
 
