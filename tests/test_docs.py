@@ -117,3 +117,30 @@ def test_each_shell_command_shown_is_one_that_works(page, command, monkeypatch):
     assert words[0] != 'python3.11' or words[1:4] == ['-m', 'venv', '.venv'], command
   else:
     pytest.fail(f'{page.name}: no check for the command {command!r}')
+
+
+def test_the_recorded_make_run_output_shows_what_this_code_prints_for_that_run():
+  """The parts of the getting-started page's `make run` output that no randomness moves:
+  the clients' label skew, and the raw-pixels row of the evaluation (the Orchestra row
+  moves with the DP noise, as the page says)."""
+  from tff_orchestra import evaluation, training
+  from tff_orchestra.data import format_partition_summary, partition_summary
+  from tff_orchestra.training import config as config_lib
+
+  page = (ROOT / 'docs' / 'getting-started.md').read_text()
+  [recorded] = [body for kind, body in blocks(ROOT / 'docs' / 'getting-started.md') if kind == 'text' and 'raw pixels' in body]
+  config = training.TrainConfig.from_toml(str(ROOT / 'examples' / 'digits.toml'))
+  split = config_lib.load_split(config)
+  skew = format_partition_summary(partition_summary(split.train_labels, split.partitions))
+  assert skew in recorded, skew
+  row = evaluation.evaluate_features(
+      'raw pixels', evaluation.pixel_features(split.train_images), split.train_labels,
+      evaluation.pixel_features(split.test_images), split.test_labels,
+      labels_per_class=config.evaluation.labels_per_class, seed=config.run.seed)
+  [line] = [line for line in recorded.splitlines() if line.startswith('raw pixels')]
+  shown = [float(number) for number in re.findall(r'\d+\.\d+', line)]
+  computed = [100 * row['linear_probe'], 100 * row['few_label_probe'], 100 * row['knn'], row['nmi'], row['ari']]
+  # As the table rounds them: accuracies in % to 0.1, NMI and ARI to 0.001.
+  assert shown[:3] == pytest.approx(computed[:3], abs=0.0501) and shown[3:] == pytest.approx(computed[3:], abs=0.000501), (
+      shown, computed)
+  assert 'make run' in page
