@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import importlib.util
 import io
+import os
 import re
 import shlex
 import subprocess
@@ -103,8 +104,8 @@ def test_each_shell_command_shown_is_one_that_works(page, command, monkeypatch):
   elif words[:2] == ['tff-orchestra', 'train']:
     args = cli.build_parser().parse_args([word for word in words[1:] if word != '...'])
     cli.train_config(args).check_registered()  # what `train` checks before any work
-  elif words[0] == 'tff-orchestra':
-    assert _run_cli(*words[1:]).startswith(words[1] == '--version' and 'tff-orchestra ' or ''), command
+  elif words == ['tff-orchestra', '--version']:
+    assert _run_cli('--version') == cli.version_text() + '\n'
   elif words[0] == '.venv/bin/python' and words[1].startswith('benchmarks/'):
     _parse_benchmark(ROOT / words[1], words[2:], monkeypatch)
   elif words[0] == 'pip':
@@ -112,9 +113,19 @@ def test_each_shell_command_shown_is_one_that_works(page, command, monkeypatch):
     assert ' '.join(words[2:]).replace("'", '') in [line.replace("'", '').replace(' -e', '') for line in MAKEFILE_PIP_LINES] or (
         words[2:] == ['-c', 'requirements/tff-0.87.txt', '.']
     ), command
-  elif words[0] in ('python3.11', 'ssh') or 'WORKER' in command:
-    # A venv, a tunnel and the worker binary: tests/runtime starts worker_binary the same way.
-    assert words[0] != 'python3.11' or words[1:4] == ['-m', 'venv', '.venv'], command
+  elif words[0] == 'python3.11':
+    assert words[1:4] == ['-m', 'venv', '.venv'], command
+  elif words[0].startswith('WORKER=$('):
+    # Where the worker binary is: the command substitution run as written (this interpreter for .venv's).
+    inner = command[len('WORKER=$('):-1].replace('.venv/bin/python', shlex.quote(sys.executable), 1)
+    path = subprocess.run(inner, shell=True, capture_output=True, text=True, check=True, cwd=ROOT).stdout.strip()
+    assert os.access(path, os.X_OK), path
+  elif words[0] == '$WORKER':
+    # Every flag given is one the worker binary has (its --helpfull lists them); starting it is tests/runtime's job.
+    from tff_orchestra import runtime
+    listed = subprocess.run([runtime.worker_binary_path(), '--helpfull'], capture_output=True, text=True, timeout=120)
+    for flag in words[1:]:
+      assert f"{flag.split('=')[0]} (" in listed.stdout + listed.stderr, flag
   else:
     pytest.fail(f'{page.name}: no check for the command {command!r}')
 
