@@ -3,9 +3,10 @@
 The site is MkDocs (`mkdocs.yml`), built with --strict: a broken link or anchor, a page
 missing from the navigation, or a docstring the API reference cannot read fails the
 build. The shell blocks of the README and the docs are checked by what each command
-is: `make` targets dry-run, `tff-orchestra` commands parsed into the run they would
-train (quick ones run), benchmark commands parsed by the script's own parser, and the
-install lines compared with the Makefile's. Training and benchmark runs themselves
+is: `make` targets dry-run, `tff-orchestra train` commands parsed into the run they
+would train (`--version` run), benchmark commands parsed by the script's own parser,
+the install lines compared with the Makefile's, and the worker-host lines checked
+against the worker binary (its path, its flags). Training and benchmark runs themselves
 take minutes to hours: their smoke versions are in test_benchmarks.py and training/.
 """
 
