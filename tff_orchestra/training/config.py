@@ -179,7 +179,7 @@ class TrainConfig:
       if not isinstance(getattr(self, name), section):
         raise TypeError(f'TrainConfig.{name} must be a {section.__name__}, got {type(getattr(self, name)).__name__}')
       derived = {
-          field.name: self._value(field.metadata['derived'])
+          field.name: self.value(field.metadata['derived'])
           for field in dataclasses.fields(section) if field.metadata.get('derived')
       }
       if derived:
@@ -190,7 +190,8 @@ class TrainConfig:
           self.run.clients_per_round,
       )
 
-  def _value(self, path: str) -> Any:
+  def value(self, path: str) -> Any:
+    """The setting at `'section.name'` (`'run.seed'`)."""
     section, name = path.split('.')
     return getattr(getattr(self, section), name)
 
@@ -281,10 +282,7 @@ def run_context(config: TrainConfig):
   """What the run's aggregator stages take from the run (`registry.RunContext`)."""
   from tff_orchestra.aggregators import registry  # pylint: disable=import-outside-toplevel
 
-  return registry.RunContext(**{
-      field: getattr(getattr(config, path.split('.')[0]), path.split('.')[1])
-      for field, path in RUN_CONTEXT_SETTINGS.items()
-  })
+  return registry.RunContext(**{field: config.value(path) for field, path in RUN_CONTEXT_SETTINGS.items()})
 
 
 def build_centroid_aggregator(config: TrainConfig):
